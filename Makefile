@@ -1,0 +1,48 @@
+# Everything a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-stamp
+export GX_ANALYTICS_ENABLED := false
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup system-deps test test-fast e2e lint sandbox demo airflow bench compose-check clean
+
+# Creates .venv and installs the pinned stack plus this project (editable). A no-op when nothing changed.
+setup: $(STAMP) system-deps
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	@touch $(STAMP)
+
+# Debian packages used by the browser test and the compose validation (installed once, when missing).
+system-deps:
+	@bash scripts/system-deps.sh
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not e2e and not browser"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+sandbox: setup
+	$(BIN)/absorb-sandbox serve --host 127.0.0.1 --port $${PORT:-8765} --db var/sandbox.db --seed $${SEED:-small}
+
+demo: setup
+	$(BIN)/python scripts/demo.py
+
+bench: setup
+	$(BIN)/python -m bench
+
+compose-check: setup
+	docker-compose -f docker-compose.yaml config -q
+
+clean:
+	rm -rf var output .pytest_cache
