@@ -1,0 +1,322 @@
+"""The transport under the hook: pooled session, auth headers, retries, rate limit, paging.
+
+Kept apart from the hook so that the operation methods read as the API reference does.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from absorb_provider.exceptions import (
+    AbsorbAlreadyEnrolledError,
+    AbsorbApiError,
+    AbsorbAuthError,
+    AbsorbIncompleteReadError,
+    AbsorbNotFoundError,
+    AbsorbRetryExhaustedError,
+)
+from absorb_provider.rate_limit import RateLimiter
+from absorb_provider.settings import AbsorbSettings
+from absorb_provider.token_store import Token, TokenManager, shared_manager
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2"
+MAX_PAGE_SIZE = 1000
+MAX_PAGE_INDEX = 65535
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+ALREADY_ENROLLED_HINTS = ("already enrolled", "already has an active enrollment", "existing enrollment")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, bounded in attempts and in total time."""
+
+    max_attempts: int = 8
+    base_delay: float = 0.25
+    max_delay: float = 20.0
+    total_budget: float = 180.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+@dataclass
+class ApiResponse:
+    """A decoded answer plus whether an earlier attempt of the same call may have reached Absorb."""
+
+    status: int
+    data: Any
+    ambiguous_retry: bool = False
+
+
+def _retry_after_seconds(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def api_error_from(response: requests.Response, method: str, path: str) -> AbsorbApiError:
+    """Builds the typed error from Absorb's error body (or the raw text when it is not JSON)."""
+    body: Any
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        fields = {
+            "message": body.get("message") or body.get("Message") or body.get("detail"),
+            "validations": body.get("validations") or [],
+            "code": body.get("code"),
+            "term": body.get("term"),
+            "meta": body.get("_meta") or {},
+        }
+        if not isinstance(fields["validations"], list):
+            fields["validations"] = [str(fields["validations"])]
+        fields["validations"] = [str(v) for v in fields["validations"]]
+        if not isinstance(fields["message"], str):
+            fields["message"] = None if fields["message"] is None else str(fields["message"])
+    else:
+        text = (response.text or "").strip()[:500]
+        fields = {
+            "message": text or response.reason,
+            "validations": [],
+            "code": None,
+            "term": None,
+            "meta": {},
+        }
+    error_class = AbsorbApiError
+    if response.status_code == 404:
+        error_class = AbsorbNotFoundError
+    probe = AbsorbApiError(response.status_code, **fields)
+    if response.status_code in (400, 409, 422) and probe.mentions(*ALREADY_ENROLLED_HINTS):
+        error_class = AbsorbAlreadyEnrolledError
+    return error_class(response.status_code, **fields, method=method, path=path)
+
+
+class AbsorbClient:
+    """Speaks HTTP to one Absorb gateway as one API user; safe to share between threads."""
+
+    def __init__(self, settings: AbsorbSettings, retry: RetryPolicy | None = None) -> None:
+        self.settings = settings
+        self.retry = retry or RetryPolicy()
+        self.limiter = RateLimiter(settings.requests_per_second)
+        self.session = self._new_session(settings.max_concurrency)
+        self.tokens: TokenManager = shared_manager(settings.identity, settings.key_material(), self.login)
+        self._stats_lock = threading.Lock()
+        self.request_count = 0
+        self.retry_count = 0
+
+    @staticmethod
+    def _new_session(concurrency: int) -> requests.Session:
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(10, concurrency * 2), max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.headers.update({"x-api-version": API_VERSION, "Accept": "application/json"})
+        return session
+
+    def close(self) -> None:
+        self.session.close()
+
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        return (min(10.0, self.settings.timeout), self.settings.timeout)
+
+    def _url(self, path: str) -> str:
+        return f"{self.settings.base_url}/{path.lstrip('/')}"
+
+    # --- authentication -------------------------------------------------------------------------
+
+    def login(self) -> Token:
+        """``POST /authenticate``; raises AbsorbAuthError with Absorb's message, never the credentials."""
+        body = {
+            "username": self.settings.username,
+            "password": self.settings.password,
+            "privateKey": self.settings.private_key,
+        }
+        response = self._send_with_retries(
+            "POST", "authenticate", json=body, headers={"x-api-key": self.settings.private_key}
+        )
+        if response.status_code != 200:
+            error = api_error_from(response, "POST", "/authenticate")
+            raise AbsorbAuthError(
+                f"Absorb refused authentication for user '{self.settings.username}' "
+                f"(HTTP {response.status_code}: {error.message or 'no message'})",
+                status=response.status_code,
+            )
+        try:
+            raw = response.json()
+        except ValueError:
+            raw = response.text
+        value = raw if isinstance(raw, str) else (raw or {}).get("token", "") if isinstance(raw, dict) else ""
+        value = value.strip().strip('"')
+        if not value:
+            raise AbsorbAuthError(
+                "Absorb answered /authenticate without a token", status=response.status_code
+            )
+        _mask(value)
+        return Token(value=value, expires_at=time.time() + self.settings.token_lifetime)
+
+    # --- requests -------------------------------------------------------------------------------
+
+    def _send_with_retries(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        json: Any = None,
+        headers: dict[str, str],
+        state: dict | None = None,
+    ) -> requests.Response:
+        """One logical call: retries 429/5xx/timeouts/drops with backoff; returns the final response."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.limiter.acquire()
+            problem: str
+            wait: float | None = None
+            try:
+                response = self.session.request(
+                    method, self._url(path), params=params, json=json, headers=headers, timeout=self._timeout
+                )
+                with self._stats_lock:
+                    self.request_count += 1
+                if response.status_code not in RETRY_STATUSES:
+                    return response
+                problem = f"HTTP {response.status_code}"
+                wait = _retry_after_seconds(response) if response.status_code == 429 else None
+                if response.status_code != 429 and state is not None:
+                    state["ambiguous"] = True  # a 5xx may have applied the write
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                problem = type(exc).__name__
+                if state is not None:
+                    state["ambiguous"] = True
+            elapsed = time.monotonic() - started
+            delay = wait if wait is not None else self.retry.delay(attempt)
+            if attempt >= self.retry.max_attempts or elapsed + delay > self.retry.total_budget:
+                raise AbsorbRetryExhaustedError(method, "/" + path.lstrip("/"), attempt, problem)
+            with self._stats_lock:
+                self.retry_count += 1
+            log.warning(
+                "Absorb %s /%s: %s, retry %d in %.2fs", method, path.lstrip("/"), problem, attempt, delay
+            )
+            time.sleep(delay)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        json: Any = None,
+        state: dict | None = None,
+    ) -> ApiResponse:
+        """An authenticated call; on 401 adopts or obtains a new shared token, then retries.
+
+        ``state["ambiguous"]`` becomes True when an earlier attempt may have reached Absorb.
+        """
+        state = state if state is not None else {}
+        state.setdefault("ambiguous", False)
+        params = {k: v for k, v in (params or {}).items() if v is not None}
+        token = self.tokens.current()
+        for auth_attempt in range(3):
+            headers = {"x-api-key": self.settings.private_key, "Authorization": f"Bearer {token.value}"}
+            response = self._send_with_retries(
+                method, path, params=params, json=json, headers=headers, state=state
+            )
+            if response.status_code != 401:
+                break
+            if auth_attempt == 2:
+                raise AbsorbAuthError(
+                    f"{method} /{path.lstrip('/')}: Absorb kept answering 401 after re-login", 401
+                )
+            token = self.tokens.replace_rejected(token)
+        if response.status_code >= 400:
+            raise api_error_from(response, method, "/" + path.lstrip("/"))
+        return ApiResponse(response.status_code, _decode(response), state["ambiguous"])
+
+    def get(self, path: str, params: dict | None = None) -> Any:
+        return self.call("GET", path, params=params).data
+
+    def post(self, path: str, *, params: dict | None = None, json: Any = None) -> Any:
+        return self.call("POST", path, params=params, json=json).data
+
+    def put(self, path: str, *, json: Any = None) -> Any:
+        return self.call("PUT", path, json=json).data
+
+    # --- paging ---------------------------------------------------------------------------------
+
+    def paginate(
+        self, path: str, key: str, params: dict | None = None, page_size: int = MAX_PAGE_SIZE
+    ) -> Iterator[dict]:
+        """Streams rows page by page (``_offset`` is a page index); checks the total at the end.
+
+        Raises AbsorbIncompleteReadError when the rows streamed differ from the first page's
+        ``totalItems``, so a caller never acts on a partial read.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+        base = dict(params or {})
+        expected: int | None = None
+        received = 0
+        for page_index in range(MAX_PAGE_INDEX + 1):
+            page = self.get(path, {**base, "_limit": page_size, "_offset": page_index})
+            rows, total = _page_rows(page, key, path)
+            if expected is None:
+                expected = total
+            received += len(rows)
+            yield from rows
+            if len(rows) < page_size:
+                break
+        else:
+            raise AbsorbIncompleteReadError("/" + path.lstrip("/"), expected or 0, received)
+        if expected is not None and received != expected:
+            raise AbsorbIncompleteReadError("/" + path.lstrip("/"), expected, received)
+
+
+def _page_rows(page: Any, key: str, path: str) -> tuple[list[dict], int | None]:
+    if isinstance(page, list):  # a gateway answering with a bare array: no total to check
+        return page, None
+    if not isinstance(page, dict) or not isinstance(page.get(key), list):
+        raise AbsorbApiError(200, f"unexpected page shape from /{path.lstrip('/')}: no '{key}' list")
+    total = page.get("totalItems")
+    return page[key], int(total) if total is not None else None
+
+
+def _decode(response: requests.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def _mask(secret: str) -> None:
+    """Registers a secret with Airflow's masker (task process and supervisor)."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover
+        return
+    mask_secret(secret)

@@ -1,0 +1,605 @@
+"""AbsorbHook: one method per Absorb Integration API v2 operation, plus bulk writes.
+
+Transport (pooled session, shared token, retries, rate limit, paging) lives in
+``absorb_provider.client``; this module maps operations to paths and turns rows into outcomes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from absorb_provider.bulk import BulkResult, run_bulk
+from absorb_provider.client import MAX_PAGE_SIZE, AbsorbClient, _mask
+from absorb_provider.exceptions import (
+    AbsorbAlreadyEnrolledError,
+    AbsorbApiError,
+    AbsorbError,
+    AbsorbNotFoundError,
+)
+from absorb_provider.settings import AbsorbSettings
+from absorb_provider.validation import (
+    attempt_status,
+    combine_filters,
+    edited_since_filter,
+    guid,
+    guids,
+    iso_utc,
+    odata_string,
+    status_value,
+)
+
+DateLike = datetime | date | str
+
+
+class AbsorbHook(BaseHook):
+    """Talks to the Absorb LMS Integration API v2 through an ``absorb`` connection.
+
+    :param absorb_conn_id: the Airflow connection (login, password, extra ``private_key``,
+        ``region`` or a custom base URL in ``host``, ``timeout``, ``requests_per_second``,
+        ``max_concurrency``).
+    """
+
+    conn_name_attr = "absorb_conn_id"
+    default_conn_name = "absorb_default"
+    conn_type = "absorb"
+    hook_name = "Absorb LMS"
+
+    def __init__(self, absorb_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.absorb_conn_id = absorb_conn_id
+        self._client_lock = threading.Lock()
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    @cached_property
+    def settings(self) -> AbsorbSettings:
+        settings = AbsorbSettings.from_connection(self.get_connection(self.absorb_conn_id))
+        _mask(settings.password)
+        _mask(settings.private_key)
+        return settings
+
+    @cached_property
+    def client(self) -> AbsorbClient:
+        return AbsorbClient(self.settings)
+
+    def get_conn(self) -> AbsorbClient:
+        """The pooled client (one ``requests.Session`` per hook)."""
+        return self.client
+
+    def close(self) -> None:
+        if "client" in self.__dict__:
+            self.client.close()
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Authenticates and reads one page of courses."""
+        try:
+            self.authenticate()
+            page = self.client.get("courses", {"_limit": 1, "_offset": 0})
+            total = page.get("totalItems") if isinstance(page, dict) else len(page or [])
+            return True, f"Connected to {self.settings.base_url}: authenticated, {total} courses visible"
+        except (AbsorbError, ValueError) as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+
+    @staticmethod
+    def _listing_params(
+        filter: str | None, sort: str | None, modified_since: DateLike | None, status: int | None = None
+    ) -> dict[str, Any]:
+        since = edited_since_filter(modified_since) if modified_since is not None else None
+        return {
+            "_filter": combine_filters(filter, since),
+            "_sort": sort,
+            "status": status_value(status),
+        }
+
+    @staticmethod
+    def _plain_params(status: int | None, modified_since: DateLike | None) -> dict[str, Any]:
+        return {
+            "status": status_value(status),
+            "modifiedSince": iso_utc(modified_since, "modified_since")
+            if modified_since is not None
+            else None,
+        }
+
+    # --- authentication -------------------------------------------------------------------------
+
+    def authenticate(self) -> str:
+        """``POST /authenticate``: makes sure a shared token exists and returns it (masked in logs).
+
+        Logs in only when no fresh shared token exists; use the token for nothing but API calls.
+        """
+        return self.client.tokens.current().value
+
+    # --- 1-3: session enrollments (instructor-led courses) --------------------------------------
+
+    def list_user_session_enrollments(
+        self, user_id: str, course_id: str, status: int | None = None, modified_since: DateLike | None = None
+    ) -> list[dict]:
+        """#1 ``GET /users/{userId}/enrollments/{courseId}/sessions``: a user's session enrollments in an ILC."""
+        path = f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}/sessions"
+        return self.client.get(path, self._plain_params(status, modified_since)) or []
+
+    def get_user_session_enrollment(self, user_id: str, course_id: str, session_id: str) -> dict:
+        """#2 ``GET /users/{userId}/enrollments/{courseId}/sessions/{sessionId}``."""
+        path = (
+            f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}"
+            f"/sessions/{guid(session_id, 'session_id')}"
+        )
+        return self.client.get(path)
+
+    def create_ilc_enrollment(
+        self,
+        user_id: str,
+        course_id: str,
+        session_id: str,
+        re_enroll: bool = False,
+        cancel_session: bool = False,
+    ) -> dict:
+        """#3 ``POST /users/{userId}/enrollments/{courseId}/session/{sessionId}``: enrolls in an ILC and its session."""
+        path = (
+            f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}"
+            f"/session/{guid(session_id, 'session_id')}"
+        )
+        return self.client.post(
+            path, params={"reEnroll": _flag(re_enroll), "cancelSession": _flag(cancel_session)}
+        )
+
+    def list_session_enrollments(
+        self,
+        course_id: str,
+        session_id: str,
+        filter: str | None = None,
+        sort: str | None = None,
+        modified_since: DateLike | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Iterator[dict]:
+        """#4 ``GET /courses/{courseId}/sessions/{sessionId}/enrollments`` (paged generator)."""
+        path = f"courses/{guid(course_id, 'course_id')}/sessions/{guid(session_id, 'session_id')}/enrollments"
+        return self.client.paginate(
+            path, "enrollments", self._listing_params(filter, sort, modified_since), page_size
+        )
+
+    # --- 5-6, 16, 19: chapters ------------------------------------------------------------------
+
+    def list_user_chapter_enrollments(
+        self, user_id: str, course_id: str, status: int | None = None, modified_since: DateLike | None = None
+    ) -> list[dict]:
+        """#5 ``GET /users/{userId}/enrollments/{courseId}/chapters``."""
+        path = f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}/chapters"
+        return self.client.get(path, self._plain_params(status, modified_since)) or []
+
+    def get_user_chapter_enrollment(self, user_id: str, course_id: str, chapter_id: str) -> dict:
+        """#6 ``GET /users/{userId}/enrollments/{courseId}/chapters/{chapterId}``."""
+        path = (
+            f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}"
+            f"/chapters/{guid(chapter_id, 'chapter_id')}"
+        )
+        return self.client.get(path)
+
+    # --- 7-13: course enrollments ---------------------------------------------------------------
+
+    def create_enrollment(self, user_id: str, course_id: str, re_enroll: bool = False) -> dict:
+        """#7 ``POST /users/{userId}/enrollments/{courseId}``: enrolls a user; returns ``enrollmentId``.
+
+        Idempotent under retries: when an attempt that may have reached Absorb (timeout, dropped
+        connection, 5xx) is retried and Absorb then says "already enrolled", the current
+        enrollment is read and returned with ``"resolved": "after_retry"`` instead of failing.
+        Without such an ambiguous attempt, "already enrolled" raises AbsorbAlreadyEnrolledError.
+        """
+        user_id, course_id = guid(user_id, "user_id"), guid(course_id, "course_id")
+        path = f"users/{user_id}/enrollments/{course_id}"
+        state = {"ambiguous": False}
+        try:
+            response = self.client.call("POST", path, params={"reEnroll": _flag(re_enroll)}, state=state)
+        except AbsorbAlreadyEnrolledError:
+            if not state["ambiguous"]:
+                raise
+            current = self.get_user_course_enrollment(user_id, course_id)
+            return {
+                "enrollmentId": current.get("id"),
+                "courseId": course_id,
+                "userId": user_id,
+                "resolved": "after_retry",
+            }
+        return response.data
+
+    def get_user_course_enrollment(
+        self, user_id: str, course_id: str, status: int | None = None, modified_since: DateLike | None = None
+    ) -> dict:
+        """#8 ``GET /users/{userId}/enrollments/{courseId}``: the user's current enrollment in a course."""
+        path = f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}"
+        return self.client.get(path, self._plain_params(status, modified_since))
+
+    def create_or_update_enrollment(self, user_id: str, enrollment: dict, re_enroll: bool = False) -> dict:
+        """#9 ``POST /users/{userId}/enrollments``: creates or updates from an enrollment body.
+
+        ``enrollment`` needs ``courseId``; settable: status, dateCompleted, dateExpires, dateDue,
+        courseVersionId, acceptedTermsAndConditions, enrollmentKeyId, credits, score. Dates may be
+        given as date/datetime objects. Safe to retry: a second identical call updates nothing new.
+        """
+        body = dict(enrollment)
+        body["courseId"] = guid(body.get("courseId"), "enrollment['courseId']")
+        for key in ("dateCompleted", "dateExpires", "dateDue", "dateStarted", "accessDate"):
+            if isinstance(body.get(key), datetime | date):
+                body[key] = iso_utc(body[key], key)
+        path = f"users/{guid(user_id, 'user_id')}/enrollments"
+        return self.client.post(path, params={"reEnroll": _flag(re_enroll)}, json=body)
+
+    def list_user_enrollments(
+        self,
+        user_id: str,
+        filter: str | None = None,
+        sort: str | None = None,
+        modified_since: DateLike | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Iterator[dict]:
+        """#10 ``GET /users/{userId}/enrollments`` (paged generator)."""
+        path = f"users/{guid(user_id, 'user_id')}/enrollments"
+        return self.client.paginate(
+            path, "enrollments", self._listing_params(filter, sort, modified_since), page_size
+        )
+
+    def unenroll(self, enrollment_ids: Iterable[str]) -> Any:
+        """#11 ``POST /enrollments/unenroll`` with a JSON array of enrollment ids (one request)."""
+        return self.client.post("enrollments/unenroll", json=guids(list(enrollment_ids), "enrollment_ids"))
+
+    def get_enrollment(self, enrollment_id: str) -> dict:
+        """#12 ``GET /enrollments/{id}``: one course enrollment by id."""
+        return self.client.get(f"enrollments/{guid(enrollment_id, 'enrollment_id')}")
+
+    def list_course_enrollments(
+        self,
+        course_id: str,
+        filter: str | None = None,
+        sort: str | None = None,
+        modified_since: DateLike | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Iterator[dict]:
+        """#13 ``GET /courses/{courseId}/enrollments`` (paged generator; ``modified_since`` adds
+        ``dateEdited ge datetime'…'`` to the filter)."""
+        path = f"courses/{guid(course_id, 'course_id')}/enrollments"
+        return self.client.paginate(
+            path, "enrollments", self._listing_params(filter, sort, modified_since), page_size
+        )
+
+    # --- 14: bulk read --------------------------------------------------------------------------
+
+    def list_bulk_student_courses(
+        self, user_ids: Iterable[str], course_ids: Iterable[str] | None = None
+    ) -> list[dict]:
+        """#14 ``GET /bulk/studentcourses?userIds=..&courseIds=..``: enrollments of many users at once."""
+        params: dict[str, Any] = {"userIds": ",".join(guids(list(user_ids), "user_ids"))}
+        if course_ids:
+            params["courseIds"] = ",".join(guids(list(course_ids), "course_ids"))
+        return self.client.get("bulk/studentcourses", params) or []
+
+    # --- 15-23: lessons and attempts ------------------------------------------------------------
+
+    def list_lesson_enrollments(
+        self,
+        course_id: str,
+        lesson_id: str,
+        filter: str | None = None,
+        sort: str | None = None,
+        modified_since: DateLike | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Iterator[dict]:
+        """#15 ``GET /courses/{courseId}/lessons/{lessonId}/enrollments`` (paged generator)."""
+        path = f"courses/{guid(course_id, 'course_id')}/lessons/{guid(lesson_id, 'lesson_id')}/enrollments"
+        params = self._listing_params(filter, sort, modified_since)
+        return self.client.paginate(path, "lessonEnrollments", params, page_size)
+
+    def get_lesson_enrollment(self, user_id: str, course_id: str, chapter_id: str, lesson_id: str) -> dict:
+        """#16 ``GET /users/{userId}/enrollments/{courseId}/chapters/{chapterId}/lessons/{lessonId}``."""
+        path = (
+            f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}"
+            f"/chapters/{guid(chapter_id, 'chapter_id')}/lessons/{guid(lesson_id, 'lesson_id')}"
+        )
+        return self.client.get(path)
+
+    def list_user_lesson_enrollments(
+        self, user_id: str, course_id: str, status: int | None = None, modified_since: DateLike | None = None
+    ) -> list[dict]:
+        """#17 ``GET /users/{userId}/enrollments/{courseId}/lessons``."""
+        path = f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}/lessons"
+        return self.client.get(path, self._plain_params(status, modified_since)) or []
+
+    def get_user_lesson_enrollment(self, user_id: str, course_id: str, lesson_id: str) -> dict:
+        """#18 ``GET /users/{userId}/enrollments/{courseId}/lessons/{lessonId}``."""
+        path = (
+            f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}"
+            f"/lessons/{guid(lesson_id, 'lesson_id')}"
+        )
+        return self.client.get(path)
+
+    def list_user_chapter_lesson_enrollments(
+        self,
+        user_id: str,
+        course_id: str,
+        chapter_id: str,
+        status: int | None = None,
+        modified_since: DateLike | None = None,
+    ) -> list[dict]:
+        """#19 ``GET /users/{userId}/enrollments/{courseId}/chapters/{chapterId}/lessons``."""
+        path = (
+            f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}"
+            f"/chapters/{guid(chapter_id, 'chapter_id')}/lessons"
+        )
+        return self.client.get(path, self._plain_params(status, modified_since)) or []
+
+    def list_lesson_attempts(self, user_id: str, course_id: str, lesson_id: str) -> list[dict]:
+        """#20 ``GET /users/{userId}/enrollments/{courseId}/lessons/{lessonId}/attempts``."""
+        path = (
+            f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}"
+            f"/lessons/{guid(lesson_id, 'lesson_id')}/attempts"
+        )
+        return self.client.get(path) or []
+
+    def start_attempt(self, user_id: str, course_id: str, lesson_id: str) -> dict:
+        """#21 ``POST /users/{userId}/enrollments/{courseId}/lessons/{lessonId}/startattempt``."""
+        path = (
+            f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}"
+            f"/lessons/{guid(lesson_id, 'lesson_id')}/startattempt"
+        )
+        return self.client.post(path)
+
+    def finish_attempt(
+        self,
+        attempt_id: str,
+        status: int,
+        score: float | None = None,
+        start_date: DateLike | None = None,
+        completion_date: DateLike | None = None,
+    ) -> dict:
+        """#22 ``POST /attempts/{attemptId}/finish`` (status 1 in progress, 3 complete, 5 failed)."""
+        body = _attempt_body(status, score, start_date, completion_date)
+        return self.client.post(f"attempts/{guid(attempt_id, 'attempt_id')}/finish", json=body)
+
+    def finish_user_lesson_attempt(
+        self,
+        user_id: str,
+        course_id: str,
+        lesson_id: str,
+        attempt_id: str,
+        status: int,
+        score: float | None = None,
+        start_date: DateLike | None = None,
+        completion_date: DateLike | None = None,
+    ) -> dict:
+        """#23 ``POST /users/{userId}/enrollments/{courseId}/lessons/{lessonId}/attempts/{attemptId}/finish``."""
+        path = (
+            f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}"
+            f"/lessons/{guid(lesson_id, 'lesson_id')}/attempts/{guid(attempt_id, 'attempt_id')}/finish"
+        )
+        return self.client.post(path, json=_attempt_body(status, score, start_date, completion_date))
+
+    # --- 24-26: the authenticated user's own enrollments ----------------------------------------
+
+    def get_my_enrollment(self, course_id: str) -> dict:
+        """#24 ``GET /myenrollments/{courseId}``: the API user's own enrollment in a course."""
+        return self.client.get(f"myenrollments/{guid(course_id, 'course_id')}")
+
+    def enroll_me(self, course_id: str) -> dict:
+        """#25 ``POST /enroll/{courseId}``: enrolls the API user itself."""
+        return self.client.post(f"enroll/{guid(course_id, 'course_id')}")
+
+    def list_my_enrollments(
+        self,
+        filter: str | None = None,
+        sort: str | None = None,
+        modified_since: DateLike | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> Iterator[dict]:
+        """#26 ``GET /myenrollments`` (paged generator)."""
+        return self.client.paginate(
+            "myenrollments", "enrollments", self._listing_params(filter, sort, modified_since), page_size
+        )
+
+    # --- users, courses, departments ------------------------------------------------------------
+
+    def list_users(
+        self, filter: str | None = None, sort: str | None = None, page_size: int = MAX_PAGE_SIZE
+    ) -> Iterator[dict]:
+        """``GET /users`` (paged generator); e.g. ``filter="externalId eq 'E000001'"``."""
+        return self.client.paginate("users", "users", {"_filter": filter, "_sort": sort}, page_size)
+
+    def get_user(self, user_id: str) -> dict:
+        """``GET /users/{id}``."""
+        return self.client.get(f"users/{guid(user_id, 'user_id')}")
+
+    def find_user_by_external_id(self, external_id: str) -> dict | None:
+        """The user whose ``externalId`` (the HR employee id) matches, or None."""
+        matches = list(self.list_users(filter=f"externalId eq {odata_string(external_id)}", page_size=2))
+        if len(matches) > 1:
+            raise AbsorbApiError(200, f"{len(matches)} users share externalId {external_id!r}")
+        return matches[0] if matches else None
+
+    def upsert_user(self, user: dict) -> dict:
+        """``POST /users``: creates the user, or updates the one with the same username / external id."""
+        if not user.get("username"):
+            raise ValueError("user['username'] is required to upsert a user")
+        return self.client.post("users", json=user)
+
+    def update_user(self, user_id: str, fields: dict) -> dict:
+        """``PUT /users/{id}``: updates fields of one user (``activeStatus: 1`` deactivates)."""
+        return self.client.put(f"users/{guid(user_id, 'user_id')}", json=fields)
+
+    def upload_users(self, users: list[dict]) -> Any:
+        """``POST /users/upload``: upserts up to 200 users in one request."""
+        if not 1 <= len(users) <= 200:
+            raise ValueError(f"users must hold 1..200 users per upload, got {len(users)}")
+        return self.client.post("users/upload", json=users)
+
+    def list_courses(
+        self, filter: str | None = None, sort: str | None = None, page_size: int = MAX_PAGE_SIZE
+    ) -> Iterator[dict]:
+        """``GET /courses`` (paged generator)."""
+        return self.client.paginate("courses", "courses", {"_filter": filter, "_sort": sort}, page_size)
+
+    def get_course(self, course_id: str) -> dict:
+        """``GET /courses/{id}``."""
+        return self.client.get(f"courses/{guid(course_id, 'course_id')}")
+
+    def list_departments(
+        self, filter: str | None = None, sort: str | None = None, page_size: int = MAX_PAGE_SIZE
+    ) -> Iterator[dict]:
+        """``GET /departments`` (paged generator)."""
+        return self.client.paginate(
+            "departments", "departments", {"_filter": filter, "_sort": sort}, page_size
+        )
+
+    def get_department(self, department_id: str) -> dict:
+        """``GET /departments/{id}``."""
+        return self.client.get(f"departments/{guid(department_id, 'department_id')}")
+
+    # --- bulk writes ----------------------------------------------------------------------------
+
+    def bulk_enroll(self, items: Iterable[dict], progress_interval: float = 10.0) -> BulkResult:
+        """Applies many enrollments concurrently (rate-limited); one outcome per item, in order.
+
+        Each item: ``{"user_id", "course_id", "due_date": "YYYY-MM-DD" | None, "re_enroll": bool,
+        "key": any}``. Outcomes: created, updated (due date changed), already_enrolled, failed.
+        """
+        items = list(items)
+        return run_bulk(
+            "bulk_enroll",
+            items,
+            lambda item: [self._enroll_item(item)],
+            concurrency=self.settings.max_concurrency,
+            on_error=lambda item, exc: [_outcome(item, "failed", error=_describe(exc))],
+            progress_interval=progress_interval,
+        )
+
+    def bulk_unenroll(
+        self, enrollment_ids: Iterable[str], batch_size: int = 200, progress_interval: float = 10.0
+    ) -> BulkResult:
+        """Unenrolls in batches through ``POST /enrollments/unenroll``; a refused batch is split
+        until the refused ids are isolated, so one bad id does not fail its neighbours."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        valid, invalid = _split_guids(list(enrollment_ids))
+        batches = [valid[i : i + batch_size] for i in range(0, len(valid), batch_size)]
+        result = run_bulk(
+            "bulk_unenroll",
+            batches,
+            self._unenroll_batch,
+            concurrency=self.settings.max_concurrency,
+            on_error=lambda batch, exc: [_unenroll_outcome(i, "failed", _describe(exc)) for i in batch],
+            weight=len,
+            progress_interval=progress_interval,
+        )
+        result.outcomes.extend(
+            _unenroll_outcome(raw, "failed", "enrollment id is not a GUID") for raw in invalid
+        )
+        return result
+
+    def _enroll_item(self, item: dict) -> dict:
+        user_id = guid(item.get("user_id"), "user_id")
+        course_id = guid(item.get("course_id"), "course_id")
+        re_enroll = bool(item.get("re_enroll") or False)
+        due = item.get("due_date")
+        if due in (None, ""):
+            return self._enroll_without_due_date(item, user_id, course_id, re_enroll)
+        return self._enroll_with_due_date(item, user_id, course_id, re_enroll, iso_utc(due, "due_date"))
+
+    def _enroll_without_due_date(self, item: dict, user_id: str, course_id: str, re_enroll: bool) -> dict:
+        try:
+            created = self.create_enrollment(user_id, course_id, re_enroll=re_enroll)
+        except AbsorbAlreadyEnrolledError:
+            current = self.get_user_course_enrollment(user_id, course_id)
+            return _outcome(item, "already_enrolled", enrollment_id=current.get("id"))
+        return _outcome(item, "created", enrollment_id=created.get("enrollmentId"))
+
+    def _enroll_with_due_date(
+        self, item: dict, user_id: str, course_id: str, re_enroll: bool, due: str
+    ) -> dict:
+        current = None if re_enroll else self._current_enrollment(user_id, course_id)
+        if current is not None and _same_day(current.get("dateDue"), due):
+            return _outcome(item, "already_enrolled", enrollment_id=current.get("id"))
+        written = self.create_or_update_enrollment(
+            user_id, {"courseId": course_id, "dateDue": due}, re_enroll=re_enroll
+        )
+        outcome = "updated" if current is not None else "created"
+        return _outcome(item, outcome, enrollment_id=(written or {}).get("enrollmentId"))
+
+    def _current_enrollment(self, user_id: str, course_id: str) -> dict | None:
+        """The active enrollment of the user in the course, or None."""
+        try:
+            current = self.get_user_course_enrollment(user_id, course_id)
+        except AbsorbNotFoundError:
+            return None
+        if not current or current.get("isActive") is False:
+            return None
+        return current
+
+    def _unenroll_batch(self, batch: list[str]) -> list[dict]:
+        try:
+            self.unenroll(batch)
+        except AbsorbApiError as exc:
+            if exc.status >= 500 or len(batch) == 1:
+                return [_unenroll_outcome(i, "failed", _describe(exc)) for i in batch]
+            middle = len(batch) // 2
+            return self._unenroll_batch(batch[:middle]) + self._unenroll_batch(batch[middle:])
+        return [_unenroll_outcome(i, "unenrolled") for i in batch]
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _attempt_body(
+    status: int, score: float | None, start_date: DateLike | None, completion_date: DateLike | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": attempt_status(status)}
+    if score is not None:
+        body["score"] = float(score)
+    if start_date is not None:
+        body["startDate"] = iso_utc(start_date, "start_date")
+    if completion_date is not None:
+        body["completionDate"] = iso_utc(completion_date, "completion_date")
+    return body
+
+
+def _same_day(current: Any, wanted: str) -> bool:
+    return bool(current) and str(current)[:10] == wanted[:10]
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _outcome(item: dict, outcome: str, *, enrollment_id: str | None = None, error: str | None = None) -> dict:
+    return {
+        "key": item.get("key"),
+        "user_id": item.get("user_id"),
+        "course_id": item.get("course_id"),
+        "enrollment_id": enrollment_id,
+        "outcome": outcome,
+        "error": error,
+    }
+
+
+def _unenroll_outcome(enrollment_id: Any, outcome: str, error: str | None = None) -> dict:
+    return {
+        "key": enrollment_id,
+        "user_id": None,
+        "course_id": None,
+        "enrollment_id": enrollment_id,
+        "outcome": outcome,
+        "error": error,
+    }
+
+
+def _split_guids(values: list[Any]) -> tuple[list[str], list[Any]]:
+    valid, invalid = [], []
+    for value in values:
+        try:
+            valid.append(guid(value, "enrollment_id"))
+        except ValueError:
+            invalid.append(value)
+    return valid, invalid

@@ -1,0 +1,305 @@
+"""One Absorb token per API user, shared by every thread, task process and worker that uses it.
+
+Absorb keeps a single live token per user: each ``/authenticate`` invalidates the previous token,
+so parallel tasks that log in on their own knock each other out. This module makes them share one.
+
+Layers, cheapest first:
+
+1. in-process memory (threads of a hook and hooks of a process);
+2. a shared store holding the token *encrypted* with a key derived from the connection's own
+   credentials (so the stored blob is useless to anyone who could not log in anyway):
+   - inside an Airflow task: an Airflow Variable (``absorb_token_secret__<identity>``), reached
+     through the Task Execution API, so every worker of the deployment sees it. Its key contains
+     "secret", so Airflow masks its value in the UI and logs as well;
+   - outside a task (scripts, tests, the supervisor), ``Variable.set`` has no channel to the API
+     server and ``Variable.get`` only reads env/external backends, so the token goes to a 0600 file
+     in a 0700 per-user directory on the local machine instead - ciphertext only, never the token;
+3. a host-wide file lock (the lock file holds nothing) so that concurrent first logins on one
+   machine queue behind a single ``/authenticate``, plus - with the Variable store - a lease
+   Variable so that workers on other machines wait for the one that is logging in.
+
+On a 401 a client re-authenticates only if the token that failed is still the shared one;
+otherwise it adopts the newer token somebody else already stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.fernet import Fernet, InvalidToken
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+
+EXPIRY_MARGIN_SECONDS = 60.0
+HOST_LOCK_TIMEOUT_SECONDS = 120.0
+LEASE_SECONDS = 30.0
+LEASE_SETTLE_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Token:
+    """A bearer token and when it stops being usable (``repr`` never shows the value)."""
+
+    value: str = field(repr=False)
+    expires_at: float
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.value.encode()).hexdigest()[:12]
+
+    def is_fresh(self, now: float | None = None) -> bool:
+        return (now or time.time()) < self.expires_at - EXPIRY_MARGIN_SECONDS
+
+
+class TokenCipher:
+    """Fernet encryption keyed by the connection's credentials."""
+
+    def __init__(self, key_material: bytes) -> None:
+        self._fernet = Fernet(base64.urlsafe_b64encode(hashlib.sha256(key_material).digest()))
+
+    def seal(self, token: Token) -> str:
+        payload = json.dumps({"token": token.value, "expires_at": token.expires_at}).encode()
+        return self._fernet.encrypt(payload).decode()
+
+    def open(self, blob: str | None) -> Token | None:
+        """The token in ``blob``, or None when absent, corrupt or sealed with other credentials."""
+        if not blob:
+            return None
+        try:
+            data = json.loads(self._fernet.decrypt(blob.encode()))
+            return Token(value=str(data["token"]), expires_at=float(data["expires_at"]))
+        except (InvalidToken, ValueError, KeyError, TypeError):
+            return None
+
+
+class SharedStore(Protocol):
+    """Where the sealed token lives between processes."""
+
+    kind: str
+
+    def read(self) -> str | None: ...
+
+    def write(self, blob: str) -> None: ...
+
+    def try_lease(self, owner: str) -> bool: ...
+
+    def release_lease(self, owner: str) -> None: ...
+
+
+def in_airflow_task() -> bool:
+    """True inside a task process, where Variables go through the Task Execution API."""
+    try:
+        from airflow.sdk.execution_time import task_runner
+    except ImportError:  # pragma: no cover - airflow is a dependency
+        return False
+    return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
+
+
+def _private_dir() -> Path:
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    directory = base / f"absorb-provider-{os.getuid()}"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700)
+    return directory
+
+
+class FileStore:
+    """Sealed token in a 0600 file; for processes that are not Airflow tasks (one machine)."""
+
+    kind = "file"
+
+    def __init__(self, identity: str) -> None:
+        self.path = _private_dir() / f"token-{identity}.sealed"
+
+    def read(self) -> str | None:
+        try:
+            return self.path.read_text()
+        except FileNotFoundError:
+            return None
+
+    def write(self, blob: str) -> None:
+        tmp = self.path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(blob)
+        os.replace(tmp, self.path)
+
+    def try_lease(self, owner: str) -> bool:
+        return True  # the host lock already serialises every process that can see this file
+
+    def release_lease(self, owner: str) -> None:
+        return None
+
+
+class VariableStore:
+    """Sealed token in an Airflow Variable, visible to every worker of the deployment."""
+
+    kind = "variable"
+
+    def __init__(self, identity: str) -> None:
+        self.key = f"absorb_token_secret__{identity}"
+        self.lease_key = f"absorb_token_lease__{identity}"
+
+    @staticmethod
+    def _get(key: str) -> str | None:
+        from airflow.sdk import Variable
+
+        return Variable.get(key, default=None)
+
+    @staticmethod
+    def _set(key: str, value: str) -> None:
+        from airflow.sdk import Variable
+
+        Variable.set(key, value, description="Absorb provider: shared API token (encrypted). Do not edit.")
+
+    def read(self) -> str | None:
+        return self._get(self.key)
+
+    def write(self, blob: str) -> None:
+        self._set(self.key, blob)
+
+    def try_lease(self, owner: str) -> bool:
+        """Best-effort cross-host lease: claim, let racing claims land, then check we still hold it."""
+        current = self._read_lease()
+        if current and current["owner"] != owner and current["until"] > time.time():
+            return False
+        self._set(self.lease_key, json.dumps({"owner": owner, "until": time.time() + LEASE_SECONDS}))
+        time.sleep(LEASE_SETTLE_SECONDS)
+        current = self._read_lease()
+        return bool(current) and current["owner"] == owner
+
+    def release_lease(self, owner: str) -> None:
+        current = self._read_lease()
+        if current and current["owner"] == owner:
+            self._set(self.lease_key, json.dumps({"owner": owner, "until": 0}))
+
+    def _read_lease(self) -> dict | None:
+        raw = self._get(self.lease_key)
+        try:
+            data = json.loads(raw) if raw else None
+            return {"owner": str(data["owner"]), "until": float(data["until"])} if data else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def default_store(identity: str) -> SharedStore:
+    return VariableStore(identity) if in_airflow_task() else FileStore(identity)
+
+
+class TokenManager:
+    """Hands out the shared token; logs in lazily, at most once per expiry across processes."""
+
+    def __init__(
+        self,
+        identity: str,
+        key_material: bytes,
+        login: Callable[[], Token],
+        store: SharedStore | None = None,
+    ) -> None:
+        self._identity = identity
+        self._cipher = TokenCipher(key_material)
+        self._login = login
+        self._store = store
+        self._memory: Token | None = None
+        self._thread_lock = threading.RLock()
+        self._owner = uuid.uuid4().hex
+        self._host_lock = FileLock(
+            str(_private_dir() / f"token-{identity}.lock"), timeout=HOST_LOCK_TIMEOUT_SECONDS
+        )
+        self.login_count = 0
+
+    @property
+    def store(self) -> SharedStore:
+        if self._store is None:
+            self._store = default_store(self._identity)
+        return self._store
+
+    def current(self) -> Token:
+        """A fresh token: from memory, else the shared store, else a single login."""
+        token = self._memory
+        if token is not None and token.is_fresh():
+            return token
+        with self._thread_lock:
+            if self._memory is not None and self._memory.is_fresh():
+                return self._memory
+            return self._obtain(stale=None)
+
+    def replace_rejected(self, rejected: Token) -> Token:
+        """After a 401 with ``rejected``: adopt a newer shared token, or log in if ours is still the shared one."""
+        with self._thread_lock:
+            if self._memory is not None and self._memory.value != rejected.value and self._memory.is_fresh():
+                return self._memory
+            return self._obtain(stale=rejected)
+
+    def _read_shared(self, stale: Token | None) -> Token | None:
+        token = self._cipher.open(self.store.read())
+        if token is None or not token.is_fresh():
+            return None
+        if stale is not None and token.value == stale.value:
+            return None
+        return token
+
+    def _obtain(self, stale: Token | None) -> Token:
+        shared = self._read_shared(stale)
+        if shared is not None:
+            return self._adopt(shared)
+        with self._host_lock:
+            shared = self._read_shared(stale)
+            if shared is not None:
+                return self._adopt(shared)
+            return self._login_with_lease(stale)
+
+    def _login_with_lease(self, stale: Token | None) -> Token:
+        deadline = time.monotonic() + LEASE_SECONDS
+        while not self.store.try_lease(self._owner):
+            time.sleep(0.5)
+            shared = self._read_shared(stale)
+            if shared is not None:
+                return self._adopt(shared)
+            if time.monotonic() > deadline:
+                break  # the lease holder died; log in ourselves
+        try:
+            token = self._login()
+            self.login_count += 1
+            self.store.write(self._cipher.seal(token))
+            log.info(
+                "Absorb: authenticated as a new shared token %s (store: %s)",
+                token.fingerprint,
+                self.store.kind,
+            )
+            return self._adopt(token)
+        finally:
+            self.store.release_lease(self._owner)
+
+    def _adopt(self, token: Token) -> Token:
+        self._memory = token
+        return token
+
+
+_MANAGERS: dict[str, TokenManager] = {}
+_MANAGERS_LOCK = threading.Lock()
+
+
+def shared_manager(identity: str, key_material: bytes, login: Callable[[], Token]) -> TokenManager:
+    """One manager per API identity per process, so every hook of the process shares memory too."""
+    key = f"{identity}:{hashlib.sha256(key_material).hexdigest()[:16]}"
+    with _MANAGERS_LOCK:
+        manager = _MANAGERS.get(key)
+        if manager is None:
+            manager = _MANAGERS[key] = TokenManager(identity, key_material, login)
+        else:
+            manager._login = login  # the newest hook's session does the next login
+        return manager
