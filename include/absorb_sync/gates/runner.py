@@ -1,0 +1,273 @@
+"""Run a list of checks through Great Expectations Core 1.x and turn the result into a GateResult.
+
+GX is imported lazily (it takes ~6 s) and one ephemeral context is kept per process; each run adds
+a uniquely named data source, suite and validation definition and removes them afterwards.
+Row-level checks reject rows (identified by ``index_column``, e.g. the feed's ``_line``);
+table-level checks fail the gate. Every verdict comes from GX's validation result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SAMPLE_SIZE = 5
+TABLE = "table"
+ROW = "row"
+
+_CONTEXT: Any = None
+_CONTEXT_LOCK = threading.Lock()
+
+
+class GateFailedError(Exception):
+    """A gate's table-level checks failed; the message names them and sample rows."""
+
+    def __init__(self, message: str, result: GateResult | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class Check:
+    """One expectation and what its failure means (fail the gate, or reject the offending rows)."""
+
+    build: Callable[[Any], Any]  # gxe module -> expectation instance
+    level: str
+    description: str
+    column: str | None = None
+    reject_reason: Callable[[dict], str] | None = None  # unexpected-row dict -> reason text
+
+
+@dataclass
+class CheckOutcome:
+    check: Check
+    success: bool
+    unexpected_count: int | None
+    unexpected_rows: list[dict]
+    observed_value: Any
+    error: str | None
+    raw: dict = field(default_factory=dict)
+
+
+@dataclass
+class GateResult:
+    """The verdict of a gate, the rows it accepted/rejected, and the raw GX validation results."""
+
+    name: str
+    passed: bool
+    failures: list[dict]
+    accepted: pd.DataFrame | None
+    rejected: pd.DataFrame | None
+    statistics: dict
+    validation: list[dict] = field(default_factory=list, repr=False)
+
+    @property
+    def table_failures(self) -> list[dict]:
+        return [f for f in self.failures if f.get("level", TABLE) == TABLE]
+
+    @property
+    def row_failures(self) -> list[dict]:
+        return [f for f in self.failures if f.get("level") == ROW]
+
+    def summary(self) -> dict:
+        """A small JSON-safe digest for XCom: verdict, failed checks with a few sample rows, figures."""
+        return json_safe(
+            {
+                "name": self.name,
+                "passed": self.passed,
+                "failed_checks": [_short(f) for f in self.table_failures],
+                "row_checks_with_rejects": [_short(f) for f in self.row_failures],
+                "accepted_rows": None if self.accepted is None else len(self.accepted),
+                "rejected_rows": None if self.rejected is None else len(self.rejected),
+                "statistics": self.statistics,
+            }
+        )
+
+    def save(self, path: Any) -> str:
+        """Write the full GX validation results plus the summary as JSON; returns the path written."""
+        payload = json.dumps(
+            json_safe({"summary": self.summary(), "failures": self.failures, "validation": self.validation}),
+            indent=2,
+            sort_keys=True,
+        )
+        write_text(path, payload)
+        return str(path)
+
+    def raise_if_failed(self) -> None:
+        if self.passed:
+            return
+        parts = []
+        for failure in self.table_failures:
+            text = f"{failure['description']} [{failure['expectation']}]"
+            if failure.get("unexpected_count"):
+                text += f": {failure['unexpected_count']} row(s)"
+            if failure.get("observed_value") is not None:
+                text += f" (observed {failure['observed_value']})"
+            if failure.get("sample_rows"):
+                text += f", e.g. {failure['sample_rows'][:SAMPLE_SIZE]}"
+            parts.append(text)
+        raise GateFailedError(f"gate {self.name!r} failed: " + "; ".join(parts), self)
+
+
+def _short(failure: dict) -> dict:
+    keys = ("expectation", "column", "description", "unexpected_count", "observed_value", "sample_rows")
+    return {k: failure.get(k) for k in keys}
+
+
+def write_text(path: Any, text: str) -> None:
+    """Write ``text`` to a local path (temp file + rename) or an ObjectStoragePath (one put)."""
+    if isinstance(path, (str, os.PathLike)) and "://" not in os.fspath(path):
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+        return
+    if isinstance(path, str):
+        from airflow.sdk import ObjectStoragePath
+
+        path = ObjectStoragePath(path)
+    path.write_text(text, encoding="utf-8") if hasattr(path, "write_text") else path.write_bytes(
+        text.encode()
+    )
+
+
+def json_safe(value: Any) -> Any:
+    """Recursively convert numpy/pandas scalars, timestamps, NaN and sets to plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, (datetime, date, pd.Timestamp)):
+        return None if pd.isna(value) else value.isoformat()
+    if hasattr(value, "item") and callable(value.item):  # numpy scalar
+        return json_safe(value.item())
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def _context() -> Any:
+    """One ephemeral GX context per process (analytics and progress bars off)."""
+    global _CONTEXT
+    with _CONTEXT_LOCK:
+        if _CONTEXT is None:
+            os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+            import great_expectations as gx
+
+            context = gx.get_context(mode="ephemeral")
+            context.variables.progress_bars = {"globally": False}
+            _CONTEXT = context
+        return _CONTEXT
+
+
+def run_checks(name: str, frame: pd.DataFrame, checks: list[Check], index_column: str) -> list[CheckOutcome]:
+    """Validate ``frame`` against ``checks`` with GX; one outcome per check, in order."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    context = _context()
+    unique = f"{name}-{uuid.uuid4().hex[:12]}"
+    source = context.data_sources.add_pandas(unique)
+    batch = source.add_dataframe_asset(unique).add_batch_definition_whole_dataframe(unique)
+    suite = gx.ExpectationSuite(name=unique)
+    for number, check in enumerate(checks):
+        expectation = check.build(gxe)
+        expectation.meta = {"check": number, "description": check.description}
+        suite.add_expectation(expectation)
+    suite = context.suites.add(suite)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=unique, data=batch, suite=suite)
+    )
+    try:
+        result = definition.run(
+            batch_parameters={"dataframe": frame},
+            result_format={
+                "result_format": "COMPLETE",
+                "unexpected_index_column_names": [index_column],
+                "return_unexpected_index_query": False,
+            },
+        )
+    finally:
+        _cleanup(context, unique)
+    return _outcomes(result, checks)
+
+
+def _cleanup(context: Any, unique: str) -> None:
+    # cleanup must never mask the validation outcome
+    for store in (context.validation_definitions, context.suites, context.data_sources):
+        with contextlib.suppress(Exception):
+            store.delete(unique)
+
+
+def _outcomes(result: Any, checks: list[Check]) -> list[CheckOutcome]:
+    by_number: dict[int, CheckOutcome] = {}
+    for item in result.results:
+        number = item.expectation_config.meta["check"]
+        details = item.result or {}
+        error = None
+        if item.exception_info and item.exception_info.get("raised_exception"):
+            error = str(item.exception_info.get("exception_message"))
+        by_number[number] = CheckOutcome(
+            check=checks[number],
+            success=bool(item.success),
+            unexpected_count=details.get("unexpected_count"),
+            unexpected_rows=list(details.get("unexpected_index_list") or []),
+            observed_value=details.get("observed_value"),
+            error=error,
+            raw=item.to_json_dict(),
+        )
+    missing = [n for n in range(len(checks)) if n not in by_number]
+    if missing:
+        raise RuntimeError(f"GX returned no result for checks {[checks[n].description for n in missing]}")
+    return [by_number[n] for n in range(len(checks))]
+
+
+def failure_dict(outcome: CheckOutcome, index_column: str, sample_columns: tuple[str, ...]) -> dict:
+    """The GateResult.failures entry for a failed check (sample rows from GX's unexpected index list)."""
+    samples = []
+    for row in outcome.unexpected_rows[:SAMPLE_SIZE]:
+        sample = {
+            ("line" if k == "_line" else k): v for k, v in row.items() if k in (index_column, *sample_columns)
+        }
+        samples.append(json_safe(sample))
+    failure = {
+        "expectation": _expectation_type(outcome),
+        "column": outcome.check.column,
+        "description": outcome.check.description,
+        "level": outcome.check.level,
+        "unexpected_count": outcome.unexpected_count,
+        "observed_value": json_safe(outcome.observed_value),
+        "sample_rows": samples,
+    }
+    if outcome.error:
+        failure["error"] = outcome.error
+    return failure
+
+
+def _expectation_type(outcome: CheckOutcome) -> str:
+    return outcome.raw.get("expectation_config", {}).get("type", "unknown")
+
+
+def validation_payload(outcomes: list[CheckOutcome]) -> list[dict]:
+    return [json_safe(o.raw) for o in outcomes]
