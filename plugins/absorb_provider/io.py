@@ -1,0 +1,330 @@
+"""Files the operators read and write: enrollment inputs, per-row outcomes, streamed exports.
+
+Paths are ``ObjectStoragePath`` (local ``file://`` or any fsspec store behind an Airflow
+connection). Exports are written in row-group batches with pyarrow so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+
+from absorb_provider.validation import as_utc, guid, iso_utc
+
+ENROLL_COLUMNS = ("user_id", "course_id", "due_date", "re_enroll", "key")
+OUTCOME_COLUMNS = ("key", "user_id", "course_id", "enrollment_id", "outcome", "error")
+TRUE_WORDS = {"true", "1", "yes", "y", "t"}
+FALSE_WORDS = {"false", "0", "no", "n", "f", ""}
+MAX_LISTED_PROBLEMS = 20
+
+
+class InputError(ValueError):
+    """The input file or rows are unusable; nothing was written to Absorb."""
+
+
+def as_path(value: str | ObjectStoragePath) -> ObjectStoragePath:
+    if isinstance(value, ObjectStoragePath):
+        return value
+    text = str(value)
+    return ObjectStoragePath(text if "://" in text else f"file://{text}")
+
+
+def file_format(path: ObjectStoragePath, explicit: str | None = None) -> str:
+    fmt = (explicit or path.suffix.lstrip(".")).lower()
+    fmt = {"jsonl": "json", "ndjson": "json", "pq": "parquet"}.get(fmt, fmt)
+    if fmt not in ("csv", "json", "parquet"):
+        raise InputError(f"{path}: unsupported format {fmt!r}; use .csv, .json/.jsonl or .parquet")
+    return fmt
+
+
+def read_records(path: str | ObjectStoragePath, fmt: str | None = None) -> list[dict[str, Any]]:
+    """All rows of a CSV, JSON (array or JSON lines) or Parquet file as dicts."""
+    path = as_path(path)
+    if not path.exists():
+        raise InputError(f"input file {path} does not exist")
+    kind = file_format(path, fmt)
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        with path.open("rb") as handle:
+            return pq.read_table(handle).to_pylist()
+    text = path.read_text(encoding="utf-8-sig")
+    if kind == "csv":
+        return list(csv.DictReader(io.StringIO(text)))
+    stripped = text.strip()
+    if not stripped:
+        return []
+    if stripped.startswith("["):
+        data = json.loads(stripped)
+    else:
+        data = [json.loads(line) for line in stripped.splitlines() if line.strip()]
+    if not all(isinstance(row, dict) for row in data):
+        raise InputError(f"{path}: every JSON record must be an object")
+    return data
+
+
+def _bool(value: Any, row: int) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value is None:
+        return False
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise ValueError(f"re_enroll must be true/false, got {value!r}")
+
+
+def _due(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, float) and value != value:  # NaN from pandas-written files
+        return None
+    if isinstance(value, datetime | date):
+        return iso_utc(value, "due_date")[:10]
+    return iso_utc(str(value), "due_date")[:10]
+
+
+def enrollment_items(records: Iterable[dict[str, Any]], source: str = "input") -> list[dict[str, Any]]:
+    """Validates rows into ``bulk_enroll`` items; raises InputError naming every bad row (1-based).
+
+    Nothing is written when any row is bad, so a fixed file can simply be re-run.
+    """
+    items: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for number, record in enumerate(records, start=1):
+        try:
+            items.append(
+                {
+                    "user_id": guid(record.get("user_id"), "user_id"),
+                    "course_id": guid(record.get("course_id"), "course_id"),
+                    "due_date": _due(record.get("due_date")),
+                    "re_enroll": _bool(record.get("re_enroll"), number),
+                    "key": record.get("key") if record.get("key") not in (None, "") else number,
+                }
+            )
+        except (ValueError, AttributeError) as exc:
+            problems.append(f"row {number}: {exc}")
+    if problems:
+        listed = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+        more = (
+            f" (and {len(problems) - MAX_LISTED_PROBLEMS} more)"
+            if len(problems) > MAX_LISTED_PROBLEMS
+            else ""
+        )
+        raise InputError(f"{source}: {len(problems)} invalid row(s), nothing was applied: {listed}{more}")
+    return items
+
+
+def write_outcomes(path: str | ObjectStoragePath, outcomes: list[dict[str, Any]]) -> ObjectStoragePath:
+    """Writes per-row outcomes as CSV (or JSON lines / Parquet by suffix); returns the path."""
+    path = as_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kind = file_format(path) if path.suffix else "csv"
+    if kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([(name, pa.string()) for name in OUTCOME_COLUMNS])
+        rows = [{name: _text(row.get(name)) for name in OUTCOME_COLUMNS} for row in outcomes]
+        with path.open("wb") as handle:
+            pq.write_table(pa.Table.from_pylist(rows, schema=schema), handle)
+    elif kind == "json":
+        with path.open("w") as handle:
+            for row in outcomes:
+                handle.write(
+                    json.dumps({name: row.get(name) for name in OUTCOME_COLUMNS}, default=str) + "\n"
+                )
+    else:
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=OUTCOME_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(outcomes)
+    return path
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+# --- streamed exports ---------------------------------------------------------------------------
+
+COURSE_ENROLLMENT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("id", "string"),
+    ("courseId", "string"),
+    ("courseName", "string"),
+    ("userId", "string"),
+    ("fullName", "string"),
+    ("jobTitle", "string"),
+    ("status", "int"),
+    ("progress", "float"),
+    ("score", "float"),
+    ("isActive", "bool"),
+    ("dateAdded", "timestamp"),
+    ("dateStarted", "timestamp"),
+    ("dateCompleted", "timestamp"),
+    ("dateDue", "timestamp"),
+    ("dateExpires", "timestamp"),
+    ("dateEdited", "timestamp"),
+    ("timeSpent", "string"),
+    ("timeSpentTicks", "int"),
+    ("credits", "float"),
+    ("courseVersionId", "string"),
+    ("enrollmentKeyId", "string"),
+    ("certificateId", "string"),
+    ("acceptedTermsAndConditions", "bool"),
+    ("courseCollectionId", "string"),
+)
+
+LESSON_ENROLLMENT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("id", "string"),
+    ("courseEnrollmentId", "string"),
+    ("chapterEnrollmentId", "string"),
+    ("chapterId", "string"),
+    ("lessonId", "string"),
+    ("name", "string"),
+    ("type", "string"),
+    ("userId", "string"),
+    ("fullName", "string"),
+    ("status", "int"),
+    ("progress", "float"),
+    ("score", "float"),
+    ("attempts", "int"),
+    ("failures", "int"),
+    ("lastAttempt", "timestamp"),
+    ("timeSpent", "string"),
+    ("dateEnrolled", "timestamp"),
+    ("dateStarted", "timestamp"),
+    ("dateCompleted", "timestamp"),
+    ("dateEdited", "timestamp"),
+    ("dateAdded", "timestamp"),
+)
+
+
+class BatchedTableWriter:
+    """Streams dict rows to Parquet (one row group per batch) or CSV with a fixed schema."""
+
+    def __init__(
+        self,
+        path: str | ObjectStoragePath,
+        fields: tuple[tuple[str, str], ...],
+        fmt: str | None = None,
+        batch_rows: int = 20_000,
+    ) -> None:
+        import pyarrow as pa
+
+        self.path = as_path(path)
+        self.format = file_format(self.path, fmt)
+        if self.format == "json":
+            raise InputError("exports are written as parquet or csv")
+        self.fields = fields
+        self.batch_rows = batch_rows
+        arrow_types = {
+            "string": pa.string(),
+            "int": pa.int64(),
+            "float": pa.float64(),
+            "bool": pa.bool_(),
+            "timestamp": pa.timestamp("us", tz="UTC"),
+        }
+        self.schema = pa.schema([(name, arrow_types[kind]) for name, kind in fields])
+        self.rows_written = 0
+        self._columns: dict[str, list[Any]] = {name: [] for name, _ in fields}
+        self._pending = 0
+        self._handle = None
+        self._writer = None
+
+    def __enter__(self) -> BatchedTableWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = self.path.open("wb")
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(self._handle, self.schema, compression="zstd")
+        else:
+            import pyarrow.csv as pacsv
+
+            self._writer = pacsv.CSVWriter(self._handle, self.schema)
+        return self
+
+    def write_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        columns = self._columns
+        names = list(columns)
+        for row in rows:
+            for name in names:
+                columns[name].append(row.get(name))
+            self._pending += 1
+            if self._pending >= self.batch_rows:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        import pyarrow as pa
+
+        arrays = []
+        for (name, kind), field in zip(self.fields, self.schema, strict=True):
+            values = self._columns[name]
+            if kind == "timestamp":
+                arrays.append(_timestamps(values))
+            else:
+                arrays.append(pa.array(values, type=field.type, from_pandas=True))
+        table = pa.Table.from_arrays(arrays, schema=self.schema)
+        self._writer.write_table(table)
+        self.rows_written += self._pending
+        self._columns = {name: [] for name, _ in self.fields}
+        self._pending = 0
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._flush()
+            if self._writer is not None:
+                self._writer.close()
+        finally:
+            if self._handle is not None:
+                self._handle.close()
+        if exc_type is not None:
+            self.path.unlink(missing_ok=True)  # never leave a half export that looks complete
+
+
+def _timestamps(values: list[Any]):
+    """ISO 8601 strings (``Z``, ``+00:00``, 7-digit .NET fractions, bare dates) to UTC timestamps.
+
+    Vectorised for the usual UTC forms; falls back to per-value parsing for other offsets.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    raw = pa.array(values, type=pa.string())
+    try:
+        naive = pc.replace_substring_regex(raw, r"(Z|[+-]00:?00)$", "")
+        naive = pc.replace_substring_regex(naive, r"(\.\d{6})\d+", r"\1")
+        return pc.assume_timezone(pc.cast(naive, pa.timestamp("us")), "UTC")
+    except pa.ArrowInvalid:
+        parsed = [None if v is None else as_utc(_six_digit_fraction(v), "timestamp") for v in values]
+        return pa.array(parsed, type=pa.timestamp("us", tz="UTC"))
+
+
+def _six_digit_fraction(value: str) -> str:
+    import re
+
+    return re.sub(r"(\.\d{6})\d+", r"\1", value.strip().replace("Z", "+00:00"))
+
+
+def stream_to_file(
+    rows: Iterator[dict[str, Any]],
+    path: str | ObjectStoragePath,
+    fields: tuple[tuple[str, str], ...],
+    fmt: str | None = None,
+    batch_rows: int = 20_000,
+) -> int:
+    with BatchedTableWriter(path, fields, fmt, batch_rows) as writer:
+        writer.write_rows(rows)
+    return writer.rows_written
