@@ -1,0 +1,525 @@
+"""Jobs of ``absorb_hr_enrollment_sync``: feed -> gate -> people -> plan -> gate -> apply -> verify.
+
+Each step reads its inputs from the run folder and writes its outputs there:
+
+==========================  =====================================================================
+feed_snapshot.<ext>         the raw feed, byte for byte (line numbers in rejects refer to it)
+feed.parquet                the mapped feed (canonical columns + ``_line``)
+feed_validation.json        the full GX validation result; ``rejects.csv`` the quarantined rows
+accepted.parquet            rows that passed the row-level checks (the people the sync acts on)
+users.parquet               employee_id -> Absorb user id; ``missing_people.csv``
+current.parquet             enrollments of the rule courses before the change
+plan.csv / plan.parquet     the plan lines with reasons; ``plan_decision.json`` the plan gate
+outcomes.csv                what the API answered per line; ``verification.csv`` read-back mismatches
+summary.json / report.html  the run's summary and a small page for people
+==========================  =====================================================================
+
+The accepted feed is recorded in the sync state (the baseline of the row-count drift check and
+of the leavers hand-over) only after a successful apply, never on a dry run: a dry run changes
+nothing in Absorb, so it must not move the baseline either.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable, Mapping
+from datetime import date
+from typing import TYPE_CHECKING, Any
+
+from absorb_sync.jobs.runtime import read_frame, read_json, write_csv, write_frame, write_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from airflow.sdk import ObjectStoragePath
+
+ENROLLMENT_COLUMNS = [
+    "id",
+    "userId",
+    "courseId",
+    "status",
+    "isActive",
+    "dateAdded",
+    "dateDue",
+    "dateCompleted",
+]
+ENROLL_ACTIONS = ("enroll", "re_enroll", "update_due_date")
+
+
+class PlanRefusedError(RuntimeError):
+    """The plan gate refused the plan; nothing was written to Absorb."""
+
+
+class VerificationError(RuntimeError):
+    """Absorb does not show what the run applied (or some writes failed)."""
+
+
+# ---------------------------------------------------------------- 1. extract
+
+
+def extract_feed(*, feed_path: str, column_mapping: Any, folder: ObjectStoragePath) -> dict:
+    """Snapshot the feed into the run folder, then read and map it (FeedError on an unreadable feed)."""
+    from absorb_sync.feed import load_mapping, read_feed
+    from absorb_sync.jobs.runtime import storage_path
+
+    source = storage_path(feed_path)
+    if not source.exists():
+        raise FileNotFoundError(f"HR feed not found: {source}")
+    snapshot = folder / f"feed_snapshot{source.suffix or '.csv'}"
+    with source.open("rb") as reader, snapshot.open("wb") as writer:
+        shutil.copyfileobj(reader, writer)
+    feed = read_feed(snapshot, load_mapping(column_mapping))
+    write_frame(folder / "feed.parquet", feed.frame)
+    return {
+        "source": str(source),
+        "snapshot": str(snapshot),
+        "rows": len(feed.frame),
+        "encoding": feed.encoding,
+        "delimiter": feed.delimiter,
+    }
+
+
+# ---------------------------------------------------------------- 2. feed gate
+
+
+def gate_feed(*, folder: ObjectStoragePath, state: Any, today: date, max_row_drift_pct: float) -> dict:
+    """GX feed gate: rejects go to ``rejects.csv``; a table-level failure raises (nothing written)."""
+    from absorb_sync.gates import validate_feed
+
+    frame = read_frame(folder / "feed.parquet")
+    previous = state.last_accepted_feed()
+    result = validate_feed(
+        frame,
+        previous_row_count=previous["row_count"] if previous else None,
+        max_row_drift_pct=max_row_drift_pct,
+        today=today,
+    )
+    result.save(folder / "feed_validation.json")
+    rejected = result.rejected if result.rejected is not None else frame.iloc[0:0]
+    write_csv(folder / "rejects.csv", rejected)
+    summary = {"gate": result.summary(), "rejected": len(rejected)}
+    write_json(folder / "feed_gate.json", summary)
+    result.raise_if_failed()
+    accepted = result.accepted
+    write_frame(folder / "accepted.parquet", accepted)
+    active = int((accepted["status"] == "active").sum())
+    previous_active = previous.get("active_count") if previous else None
+    summary.update(
+        accepted=len(accepted),
+        active=active,
+        previous_row_count=previous["row_count"] if previous else None,
+        previous_active=previous_active,
+        feed_shrank_pct=_shrink_pct(previous_active, active),
+    )
+    return summary
+
+
+def _shrink_pct(previous: int | None, current: int) -> float | None:
+    if not previous:
+        return None
+    return round(100.0 * (previous - current) / previous, 2)
+
+
+# ---------------------------------------------------------------- 3. people
+
+
+def resolve_people(
+    *, folder: ObjectStoragePath, hook: Any, create_missing_users: bool, dry_run: bool
+) -> dict:
+    """Map employee ids to Absorb users with one paged read of ``/users``; optionally create the missing."""
+    import pandas as pd
+
+    people = read_frame(folder / "accepted.parquet")
+    users_by_employee_id, duplicates = _index_users(hook.list_users())
+    wanted = people[people["status"] != "terminated"]
+    missing = wanted[~wanted["employee_id"].isin(users_by_employee_id)]
+    created = []
+    if create_missing_users and not dry_run and not missing.empty:
+        created = _create_users(hook, missing)
+        users_by_employee_id.update(created)
+        missing = missing[~missing["employee_id"].isin(users_by_employee_id)]
+    users = pd.DataFrame(
+        {"employee_id": list(users_by_employee_id), "user_id": list(users_by_employee_id.values())},
+        dtype="string",
+    )
+    write_frame(folder / "users.parquet", users)
+    missing_columns = ["_line", "employee_id", "first_name", "last_name", "email", "department", "status"]
+    write_csv(folder / "missing_people.csv", missing.reindex(columns=missing_columns))
+    return {
+        "people": len(people),
+        "matched": int(people["employee_id"].isin(users_by_employee_id).sum()),
+        "missing": len(missing),
+        "missing_sample": missing["employee_id"].head(10).tolist(),
+        "created_users": len(created),
+        "duplicate_external_ids": duplicates[:10],
+    }
+
+
+def _index_users(users: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], list[str]]:
+    """externalId -> user id; an external id held by two Absorb users is ambiguous and left out."""
+    index: dict[str, str] = {}
+    duplicates: set[str] = set()
+    for user in users:
+        external_id = (user.get("externalId") or "").strip()
+        if not external_id:
+            continue
+        if external_id in index and index[external_id] != user["id"]:
+            duplicates.add(external_id)
+        index[external_id] = user["id"]
+    for external_id in duplicates:
+        index.pop(external_id, None)
+    return index, sorted(duplicates)
+
+
+def _create_users(hook: Any, missing: pd.DataFrame) -> dict[str, str]:
+    """Upsert each missing person (POST /users matches on username/externalId, so re-runs are safe)."""
+    departments = {d["name"]: d["id"] for d in hook.list_departments()}
+    created = {}
+    for person in missing.to_dict("records"):
+        payload = {
+            "username": person["email"],
+            "emailAddress": person["email"],
+            "firstName": person["first_name"],
+            "lastName": person["last_name"],
+            "externalId": person["employee_id"],
+            "employeeNumber": person["employee_id"],
+            "jobTitle": _text(person.get("job_title")),
+            "location": _text(person.get("location")),
+            "departmentId": departments.get(person.get("department")),
+            "dateHired": _text(person.get("hire_date")),
+            "activeStatus": 0,
+        }
+        user = hook.upsert_user({k: v for k, v in payload.items() if v is not None})
+        if user and user.get("id"):
+            created[person["employee_id"]] = user["id"]
+    return created
+
+
+def _text(value: Any) -> str | None:
+    import pandas as pd
+
+    return None if value is None or pd.isna(value) else str(value)
+
+
+# ---------------------------------------------------------------- 4-5. rules + plan
+
+
+def plan_changes(*, folder: ObjectStoragePath, hook: Any, rules_path: str, state: Any, today: date) -> dict:
+    """Desired enrollments from the rules, current ones from paged course reads, and the diff."""
+    import pandas as pd
+    from absorb_provider.exceptions import AbsorbIncompleteReadError
+
+    from absorb_sync.plan import build_plan
+    from absorb_sync.rules import evaluate_rules, leavers, load_rules, resolve_courses
+
+    ruleset = load_rules(rules_path)
+    course_ids = resolve_courses(ruleset, hook.list_courses())
+    people = read_frame(folder / "accepted.parquet")
+    users = read_frame(folder / "users.parquet")
+    users_by_employee_id = dict(zip(users["employee_id"], users["user_id"], strict=True))
+    desired = evaluate_rules(people, ruleset, course_ids, today)
+
+    rows: list[dict] = []
+    incomplete: list[str] = []
+    for course_id in sorted(set(course_ids.values())):
+        try:
+            rows.extend(hook.list_course_enrollments(course_id))
+        except AbsorbIncompleteReadError as error:
+            incomplete.append(f"{course_id}: {error}")
+    current = pd.DataFrame(rows).reindex(columns=ENROLLMENT_COLUMNS)
+    write_frame(folder / "current.parquet", current.astype({"id": "string", "userId": "string"}))
+
+    plan = build_plan(desired, people, users_by_employee_id, current, state.provenance_ids(), today)
+    write_frame(folder / "plan.parquet", plan.lines)
+    write_csv(folder / "plan.csv", plan.lines)
+    leaver_ids = sorted(leavers(people, today)["employee_id"].astype(str))
+    meta = {
+        "missing_people": list(plan.missing_people),
+        "active_in_scope": int(plan.active_in_scope),
+        "reads_complete": not incomplete,
+        "incomplete_reads": incomplete,
+        "rule_courses": len(set(course_ids.values())),
+        "leavers": leaver_ids,
+    }
+    write_json(folder / "plan_meta.json", meta)
+    return {
+        "plan": plan.summary(),
+        "reads_complete": not incomplete,
+        "incomplete_reads": incomplete[:5],
+        "desired": len(desired),
+        "current_enrollments": len(current),
+        "leavers": len(leaver_ids),
+    }
+
+
+def load_plan(folder: ObjectStoragePath):
+    """The Plan saved by ``plan_changes`` (lines + meta), for the tasks after it."""
+    from absorb_sync.plan import Plan
+
+    meta = read_json(folder / "plan_meta.json")
+    return (
+        Plan(
+            lines=read_frame(folder / "plan.parquet"),
+            missing_people=meta["missing_people"],
+            active_in_scope=meta["active_in_scope"],
+        ),
+        meta,
+    )
+
+
+# ---------------------------------------------------------------- 6. plan gate
+
+
+def gate_plan(
+    *,
+    folder: ObjectStoragePath,
+    feed_gate: Mapping[str, Any],
+    max_removal_pct: float,
+    max_additions: int | None,
+    override: bool,
+    override_reason: str | None,
+) -> dict:
+    """Refuse a plan that removes too much, adds too much, rests on a short read or a shrunk feed."""
+    from absorb_sync.plan import check_plan
+
+    plan, meta = load_plan(folder)
+    shrank = feed_gate.get("feed_shrank_pct")
+    feed_shrank = shrank is not None and shrank > max_removal_pct
+    decision = check_plan(
+        plan,
+        max_removal_pct=max_removal_pct,
+        max_additions=max_additions,
+        reads_complete=meta["reads_complete"],
+        feed_shrank=feed_shrank,
+        override=override,
+        override_reason=override_reason,
+    )
+    summary = {
+        "allowed": decision.allowed,
+        "reasons": list(decision.reasons),
+        "overridden": decision.overridden,
+        "override_reason": decision.override_reason,
+        "max_removal_pct": max_removal_pct,
+        "max_additions": max_additions,
+        "feed_shrank_pct": shrank,
+        "plan": plan.summary(),
+    }
+    write_json(folder / "plan_decision.json", summary)
+    if not decision.allowed:
+        raise PlanRefusedError(
+            "plan refused, nothing was written: "
+            + "; ".join(decision.reasons)
+            + " (re-trigger with override_thresholds=true and an override_reason to apply it anyway)"
+        )
+    return summary
+
+
+# ---------------------------------------------------------------- 7. apply
+
+
+def apply_plan(*, folder: ObjectStoragePath, hook: Any, state: Any, run_id: str, dry_run: bool) -> dict:
+    """Bulk-enroll, bulk-unenroll the sync's own removals, and record provenance as soon as known."""
+    import pandas as pd
+
+    if dry_run:
+        return {"dry_run": True, "applied": False, "counts": {}}
+    plan, _ = load_plan(folder)
+    lines = plan.lines.reset_index(drop=True)
+    ours = lines[lines["handled_by"] == "sync"]
+    enroll_lines = ours[ours["action"].isin(ENROLL_ACTIONS)]
+    outcomes: list[dict] = []
+    if not enroll_lines.empty:
+        result = hook.bulk_enroll([_enroll_item(key, line) for key, line in enroll_lines.iterrows()])
+        outcomes.extend(result.outcomes)
+        _record_created(state, result.outcomes, lines, run_id)
+    removal_ids = ours.loc[ours["action"] == "unenroll", "enrollment_id"].dropna().astype(str).tolist()
+    if removal_ids:
+        result = hook.bulk_unenroll(removal_ids)
+        key_by_id = {eid: key for key, eid in ours.loc[ours["action"] == "unenroll", "enrollment_id"].items()}
+        for outcome in result.outcomes:
+            outcomes.append(
+                {**outcome, "key": key_by_id.get(outcome.get("enrollment_id"), outcome.get("key"))}
+            )
+        state.forget([o["enrollment_id"] for o in result.outcomes if o["outcome"] == "unenrolled"])
+    table = _outcome_table(lines, outcomes)
+    write_csv(folder / "outcomes.csv", table)
+    counts = {str(k): int(v) for k, v in pd.Series([o["outcome"] for o in outcomes]).value_counts().items()}
+    return {"dry_run": False, "applied": True, "counts": counts, "failed": counts.get("failed", 0)}
+
+
+def _enroll_item(key: Any, line: pd.Series) -> dict:
+    due = line.get("due_date")
+    return {
+        "user_id": line["user_id"],
+        "course_id": line["course_id"],
+        "due_date": None if due is None or due != due else str(due),
+        "re_enroll": line["action"] == "re_enroll",
+        "key": int(key),
+    }
+
+
+def _record_created(state: Any, outcomes: list[dict], lines: pd.DataFrame, run_id: str) -> None:
+    created = [
+        {
+            "enrollment_id": o["enrollment_id"],
+            "user_id": o["user_id"],
+            "course_id": o["course_id"],
+            "rule": _rule_of(lines, o.get("key")),
+            "run_id": run_id,
+        }
+        for o in outcomes
+        if o["outcome"] == "created" and o.get("enrollment_id")
+    ]
+    if created:
+        state.record_created(created)
+
+
+def _rule_of(lines: pd.DataFrame, key: Any) -> str | None:
+    if isinstance(key, int) and key in lines.index:
+        rule = lines.at[key, "rule"]
+        return None if rule is None or rule != rule else str(rule)
+    return None
+
+
+def _outcome_table(lines: pd.DataFrame, outcomes: list[dict]) -> pd.DataFrame:
+    import pandas as pd
+
+    columns = ["key", "outcome", "enrollment_id", "error"]
+    answered = (
+        pd.DataFrame(outcomes)
+        .reindex(columns=columns)
+        .rename(columns={"enrollment_id": "result_enrollment_id"})
+    )
+    if answered.empty:
+        return answered
+    context = lines[
+        ["action", "employee_id", "user_id", "course_id", "enrollment_id", "rule", "reason", "due_date"]
+    ]
+    return answered.merge(context, left_on="key", right_index=True, how="left")
+
+
+# ---------------------------------------------------------------- 7b. verify + report
+
+
+def verify_and_report(
+    *,
+    folder: ObjectStoragePath,
+    hook: Any,
+    state: Any,
+    run_id: str,
+    dry_run: bool,
+    summaries: Mapping[str, Any],
+) -> dict:
+    """Read the rule courses back, compare with the plan, write the report; raise on any miss.
+
+    On success (and not a dry run) the feed becomes the accepted baseline, and the leavers that
+    are new since the last accepted feed are named for the unenrollment hand-over.
+    """
+    import pandas as pd
+
+    plan, meta = load_plan(folder)
+    lines = plan.lines
+    applied = summaries.get("apply", {})
+    mismatches = pd.DataFrame()
+    if not dry_run and not lines.empty:
+        mismatches = _read_back(hook, lines)
+        write_csv(folder / "verification.csv", mismatches)
+    failed = int(applied.get("failed", 0) or 0)
+    new_leavers = sorted(set(meta["leavers"]) - set(state.last_leavers()))
+    leaver_lines = lines[lines["handled_by"] != "sync"]
+    handover = sorted(set(new_leavers) | set(leaver_lines["employee_id"].dropna().astype(str)))
+    summary = {
+        "run_id": run_id,
+        "dry_run": dry_run,
+        "plan": plan.summary(),
+        "outcomes": applied.get("counts", {}),
+        "failed_writes": failed,
+        "verification_mismatches": len(mismatches),
+        "rejected_rows": summaries.get("feed_gate", {}).get("rejected", 0),
+        "missing_people": len(meta["missing_people"]),
+        "leavers_handed_over": [] if dry_run else handover,
+        "plan_gate": summaries.get("plan_gate", {}),
+        "folder": str(folder),
+    }
+    write_json(folder / "summary.json", summary)
+    _write_report(folder, summary, lines, mismatches)
+    if failed or len(mismatches):
+        raise VerificationError(
+            f"{failed} write(s) failed and {len(mismatches)} plan line(s) are not visible in Absorb; "
+            f"see {folder / 'outcomes.csv'} and {folder / 'verification.csv'} (a re-run repairs them)"
+        )
+    if not dry_run:
+        people = read_frame(folder / "accepted.parquet")
+        state.record_accepted_feed(
+            row_count=len(read_frame(folder / "feed.parquet")),
+            active_count=int((people["status"] == "active").sum()),
+            run_id=run_id,
+            leavers=meta["leavers"],
+        )
+    return summary
+
+
+def _read_back(hook: Any, lines: pd.DataFrame) -> pd.DataFrame:
+    """Plan lines of the sync that Absorb does not reflect (one paged read per rule course)."""
+    import pandas as pd
+
+    ours = lines[lines["handled_by"] == "sync"]
+    active: dict[tuple[str, str], dict] = {}
+    active_ids: set[str] = set()
+    for course_id in sorted(set(ours["course_id"].dropna().astype(str))):
+        for row in hook.list_course_enrollments(course_id):
+            if row.get("isActive", True):
+                active[(row["userId"], row["courseId"])] = row
+                active_ids.add(row["id"])
+    problems = []
+    for line in ours.to_dict("records"):
+        found = active.get((line["user_id"], line["course_id"]))
+        problem = _line_problem(line, found, active_ids)
+        if problem:
+            problems.append(
+                {
+                    **{k: line.get(k) for k in ("action", "employee_id", "course_id", "enrollment_id")},
+                    "problem": problem,
+                }
+            )
+    return pd.DataFrame(problems, columns=["action", "employee_id", "course_id", "enrollment_id", "problem"])
+
+
+def _line_problem(
+    line: Mapping[str, Any], found: Mapping[str, Any] | None, active_ids: set[str]
+) -> str | None:
+    action = line["action"]
+    if action == "unenroll":
+        return "still enrolled" if line.get("enrollment_id") in active_ids else None
+    if found is None:
+        return "no active enrollment"
+    if action == "re_enroll" and found["id"] == line.get("enrollment_id"):
+        return "old enrollment still the active one"
+    due = line.get("due_date")
+    if action in ENROLL_ACTIONS and due and due == due and str(found.get("dateDue") or "")[:10] != str(due):
+        return f"due date {str(found.get('dateDue'))[:10]} != {due}"
+    return None
+
+
+def _write_report(
+    folder: ObjectStoragePath, summary: Mapping[str, Any], lines: pd.DataFrame, mismatches: pd.DataFrame
+) -> None:
+    import pandas as pd
+
+    from absorb_sync.report import run_report, write_html
+
+    def optional_csv(name: str) -> pd.DataFrame | None:
+        target = folder / name
+        if not target.exists():
+            return None
+        with target.open("r", encoding="utf-8") as handle:
+            return pd.read_csv(handle, dtype=str)
+
+    tables = {
+        "Plan": lines,
+        "Outcomes": optional_csv("outcomes.csv"),
+        "Read-back mismatches": mismatches,
+        "Rejected feed rows": optional_csv("rejects.csv"),
+        "People missing in Absorb": optional_csv("missing_people.csv"),
+    }
+    title = f"HR enrollment sync {summary['run_id']}" + (" (dry run)" if summary["dry_run"] else "")
+    write_html(folder / "report.html", run_report(title, summary, tables))

@@ -1,0 +1,312 @@
+"""Jobs of ``absorb_bulk_unenrollment``: who -> which enrollments -> gate -> unenroll -> verify.
+
+People are named by HR employee id (Absorb ``externalId``), email/username or Absorb user id,
+each optionally restricted to some courses (ids or exact names). Completed enrollments are kept
+unless ``include_completed``: removing them would erase compliance history. Re-running finds
+nothing left to do (the targets are re-read from Absorb every time).
+
+Run folder: ``requests.json``, ``targets.csv``, ``unresolved.csv``, ``decision.json``,
+``outcomes.csv``, ``verification.csv``, ``summary.json``, ``report.html``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from absorb_sync.jobs.runtime import read_json, storage_path, write_csv, write_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from airflow.sdk import ObjectStoragePath
+
+COMPLETE = 3
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+TARGET_COLUMNS = ["person", "employee_id", "user_id", "enrollment_id", "course_id", "course_name", "status"]
+
+
+class UnenrollmentRefusedError(RuntimeError):
+    """The gate refused the removal; nothing was written."""
+
+
+class UnenrollmentVerificationError(RuntimeError):
+    """Some enrollments are still active after the unenroll call."""
+
+
+# ---------------------------------------------------------------- input
+
+
+def parse_requests(people: Iterable[Any] | None) -> list[dict]:
+    """Normalise ``["E000123", {"person": "a@b.c", "courses": [...]}, ...]`` into request dicts."""
+    requests = []
+    for position, item in enumerate(people or [], start=1):
+        if isinstance(item, str) and item.strip():
+            requests.append({"person": item.strip(), "courses": []})
+        elif isinstance(item, Mapping) and str(item.get("person") or "").strip():
+            courses = item.get("courses") or []
+            if isinstance(courses, str):
+                courses = [c for c in re.split(r"[;|]", courses) if c.strip()]
+            requests.append(
+                {"person": str(item["person"]).strip(), "courses": [str(c).strip() for c in courses]}
+            )
+        else:
+            raise ValueError(
+                f"people item {position} is {item!r}: expected a non-empty string or {{'person': ..., 'courses': [...]}}"
+            )
+    return requests
+
+
+def read_people_file(location: str) -> list[dict]:
+    """A CSV with a ``person`` (or employee_id / email / user_id) column and optional ``courses``
+    (``;``-separated), a JSON list, or a plain text file with one person per line."""
+    import csv
+    import io
+    import json
+
+    path = storage_path(location)
+    if not path.exists():
+        raise FileNotFoundError(f"people_file not found: {path}")
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix.lower() == ".json":
+        return parse_requests(json.loads(text))
+    if path.suffix.lower() != ".csv":
+        return parse_requests(
+            [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        )
+    reader = csv.DictReader(io.StringIO(text))
+    header = {h.strip().lower(): h for h in reader.fieldnames or []}
+    person_column = next(
+        (header[c] for c in ("person", "employee_id", "email", "user_id") if c in header), None
+    )
+    if person_column is None:
+        raise ValueError(
+            f"people_file {path} needs a person, employee_id, email or user_id column; has {reader.fieldnames}"
+        )
+    courses_column = header.get("courses")
+    items = []
+    for row in reader:
+        items.append(
+            {
+                "person": row[person_column] or "",
+                "courses": (row.get(courses_column) or "") if courses_column else "",
+            }
+        )
+    return parse_requests([i for i in items if i["person"].strip()])
+
+
+def collect_requests(
+    *, people: list | None, people_file: str | None, use_last_leavers: bool, state: Any
+) -> list[dict]:
+    """All requested people from the three sources, de-duplicated (courses merged per person)."""
+    requests = parse_requests(people)
+    if people_file:
+        requests += read_people_file(people_file)
+    if use_last_leavers:
+        requests += parse_requests(state.last_leavers())
+    merged: dict[str, dict] = {}
+    for request in requests:
+        key = request["person"].lower()
+        entry = merged.get(key)
+        if entry is None:
+            merged[key] = {"person": request["person"], "courses": list(request["courses"])}
+        elif entry["courses"] and request["courses"]:
+            entry["courses"] = sorted(set(entry["courses"]) | set(request["courses"]))
+        else:
+            entry["courses"] = []  # one request names no course: all of them
+    return list(merged.values())
+
+
+# ---------------------------------------------------------------- resolve
+
+
+def resolve_targets(
+    *, folder: ObjectStoragePath, hook: Any, requests: list[dict], include_completed: bool
+) -> dict:
+    """People -> users (one paged read of /users) -> their active enrollments (paged per user)."""
+    import pandas as pd
+
+    write_json(folder / "requests.json", requests)
+    users = list(hook.list_users())
+    index = _user_index(users)
+    active_users = sum(1 for u in users if int(u.get("activeStatus") or 0) == 0)
+    course_ids = _resolve_course_refs(hook, requests)
+    targets, unresolved, kept_completed = [], [], 0
+    for request in requests:
+        user = index.get(request["person"].lower())
+        if user is None:
+            unresolved.append(
+                {"person": request["person"], "problem": "no Absorb user with this employee id, email or id"}
+            )
+            continue
+        wanted = {course_ids[c] for c in request["courses"]}
+        for enrollment in hook.list_user_enrollments(user["id"]):
+            if not enrollment.get("isActive", True) or (wanted and enrollment["courseId"] not in wanted):
+                continue
+            if enrollment.get("status") == COMPLETE and not include_completed:
+                kept_completed += 1
+                continue
+            targets.append(
+                {
+                    "person": request["person"],
+                    "employee_id": user.get("externalId"),
+                    "user_id": user["id"],
+                    "enrollment_id": enrollment["id"],
+                    "course_id": enrollment["courseId"],
+                    "course_name": enrollment.get("courseName"),
+                    "status": enrollment.get("status"),
+                }
+            )
+    frame = pd.DataFrame(targets, columns=TARGET_COLUMNS).drop_duplicates("enrollment_id")
+    write_csv(folder / "targets.csv", frame)
+    write_csv(folder / "unresolved.csv", pd.DataFrame(unresolved, columns=["person", "problem"]))
+    return {
+        "people_requested": len(requests),
+        "people_resolved": len(requests) - len(unresolved),
+        "unresolved": [u["person"] for u in unresolved][:20],
+        "targets": len(frame),
+        "people_affected": int(frame["user_id"].nunique()),
+        "kept_completed": kept_completed,
+        "active_users": active_users,
+    }
+
+
+def _user_index(users: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """Lower-cased employee id, username, email and user id -> user (employee id wins a clash)."""
+    index: dict[str, Mapping[str, Any]] = {}
+    for key_field in ("id", "emailAddress", "username", "externalId"):
+        for user in users:
+            value = str(user.get(key_field) or "").strip().lower()
+            if value:
+                index[value] = user
+    return index
+
+
+def _resolve_course_refs(hook: Any, requests: list[dict]) -> dict[str, str]:
+    """Course ids stay; exact course names are looked up in the catalogue (one paged read)."""
+    refs = {c for r in requests for c in r["courses"]}
+    names = {c for c in refs if not _GUID.match(c)}
+    resolved = {c: c for c in refs - names}
+    if names:
+        by_name: dict[str, list[str]] = {}
+        for course in hook.list_courses():
+            by_name.setdefault(course["name"], []).append(course["id"])
+        problems = [n for n in sorted(names) if len(by_name.get(n, [])) != 1]
+        if problems:
+            raise ValueError(f"course names not found or ambiguous in Absorb: {problems}")
+        resolved.update({n: by_name[n][0] for n in names})
+    return resolved
+
+
+# ---------------------------------------------------------------- gate
+
+
+def gate_targets(
+    *,
+    folder: ObjectStoragePath,
+    resolved: Mapping[str, Any],
+    max_count: int,
+    max_share_pct: float,
+    override: bool,
+    override_reason: str | None,
+) -> dict:
+    """Refuse more than ``max_count`` enrollments or people over ``max_share_pct`` % of active users."""
+    if override and not (override_reason or "").strip():
+        raise ValueError("override_thresholds needs a non-empty override_reason")
+    reasons = []
+    if resolved["targets"] > max_count:
+        reasons.append(f"{resolved['targets']} enrollments to remove > max_count {max_count}")
+    share = 100.0 * resolved["people_affected"] / max(resolved["active_users"], 1)
+    if share > max_share_pct:
+        reasons.append(
+            f"{resolved['people_affected']} people = {share:.1f} % of active users > max_share_pct {max_share_pct}"
+        )
+    decision = {
+        "allowed": not reasons or override,
+        "reasons": reasons,
+        "overridden": bool(reasons and override),
+        "override_reason": override_reason if override else None,
+        "share_pct": round(share, 2),
+    }
+    write_json(folder / "decision.json", decision)
+    if not decision["allowed"]:
+        raise UnenrollmentRefusedError(
+            "unenrollment refused, nothing was written: "
+            + "; ".join(reasons)
+            + " (re-trigger with override_thresholds=true and an override_reason to go ahead)"
+        )
+    return decision
+
+
+# ---------------------------------------------------------------- apply + verify
+
+
+def unenroll_targets(*, folder: ObjectStoragePath, hook: Any, state: Any, dry_run: bool) -> dict:
+    """``bulk_unenroll`` in batches; the ids leave the provenance record too."""
+    import pandas as pd
+
+    targets = _read_targets(folder)
+    if dry_run or targets.empty:
+        return {"dry_run": dry_run, "counts": {}, "failed": 0}
+    result = hook.bulk_unenroll(targets["enrollment_id"].tolist())
+    outcomes = pd.DataFrame(result.outcomes).reindex(columns=["enrollment_id", "outcome", "error"])
+    write_csv(folder / "outcomes.csv", targets.merge(outcomes, on="enrollment_id", how="left"))
+    state.forget(outcomes.loc[outcomes["outcome"] == "unenrolled", "enrollment_id"].tolist())
+    counts = {str(k): int(v) for k, v in outcomes["outcome"].value_counts().items()}
+    return {"dry_run": False, "counts": counts, "failed": counts.get("failed", 0)}
+
+
+def verify_and_report(
+    *, folder: ObjectStoragePath, hook: Any, run_id: str, dry_run: bool, summaries: Mapping[str, Any]
+) -> dict:
+    """Read each affected user's enrollments back: every target must be gone. Then report."""
+    import pandas as pd
+
+    from absorb_sync.report import run_report, write_html
+
+    targets = _read_targets(folder)
+    still_there = pd.DataFrame(columns=TARGET_COLUMNS)
+    if not dry_run and not targets.empty:
+        remaining = set()
+        for user_id in sorted(set(targets["user_id"])):
+            remaining |= {e["id"] for e in hook.list_user_enrollments(user_id) if e.get("isActive", True)}
+        still_there = targets[targets["enrollment_id"].isin(remaining)]
+        write_csv(folder / "verification.csv", still_there)
+    applied = summaries.get("unenroll", {})
+    summary = {
+        "run_id": run_id,
+        "dry_run": dry_run,
+        "reason": summaries.get("reason"),
+        "resolved": summaries.get("resolve", {}),
+        "gate": summaries.get("gate", {}),
+        "outcomes": applied.get("counts", {}),
+        "still_enrolled": len(still_there),
+        "folder": str(folder),
+    }
+    write_json(folder / "summary.json", summary)
+    tables = {
+        "Enrollments to remove" if dry_run else "Removed enrollments": targets,
+        "Still enrolled": still_there,
+    }
+    unresolved = folder / "unresolved.csv"
+    if unresolved.exists():
+        with unresolved.open("r", encoding="utf-8") as handle:
+            tables["Unresolved people"] = pd.read_csv(handle, dtype=str)
+    title = f"Bulk unenrollment {run_id}" + (" (dry run)" if dry_run else "")
+    write_html(folder / "report.html", run_report(title, summary, tables))
+    if len(still_there) or applied.get("failed"):
+        raise UnenrollmentVerificationError(
+            f"{len(still_there)} enrollment(s) still active, {applied.get('failed', 0)} failed; see {folder}"
+        )
+    return summary
+
+
+def _read_targets(folder: ObjectStoragePath) -> pd.DataFrame:
+    import pandas as pd
+
+    with (folder / "targets.csv").open("r", encoding="utf-8") as handle:
+        return pd.read_csv(handle, dtype={c: "string" for c in TARGET_COLUMNS if c != "status"})
+
+
+def load_requests(folder: ObjectStoragePath) -> list[dict]:
+    return read_json(folder / "requests.json")

@@ -1,0 +1,137 @@
+"""Run artifacts people read: a small HTML page per run and the compliance report with charts.
+
+Everything renders offline (no CDN, no JS): charts are matplotlib PNGs embedded as base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:72rem}
+h1{font-size:1.5rem} h2{font-size:1.15rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}
+th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:left} th{background:#f3f3f3}
+.ok{color:#11690c}.bad{color:#b00020} .muted{color:#666;font-size:.85rem} img{max-width:100%}
+"""
+
+
+def html_page(title: str, sections: list[str]) -> str:
+    """A complete, self-contained HTML document."""
+    body = "\n".join(sections)
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>"
+    )
+
+
+def summary_table(summary: Mapping[str, Any]) -> str:
+    """Key/value table of a (nested) JSON-safe summary."""
+    rows = []
+    for key, value in summary.items():
+        shown = value if isinstance(value, str | int | float | bool) or value is None else json.dumps(value)
+        rows.append(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(str(shown))}</td></tr>")
+    return f"<table>{''.join(rows)}</table>"
+
+
+def frame_table(frame: pd.DataFrame | None, limit: int = 200) -> str:
+    """An HTML table of the first ``limit`` rows (the full data lives in the CSV next to it)."""
+    if frame is None or frame.empty:
+        return '<p class="muted">none</p>'
+    note = f'<p class="muted">first {limit} of {len(frame)} rows</p>' if len(frame) > limit else ""
+    return note + frame.head(limit).to_html(index=False, na_rep="", border=0, escape=True)
+
+
+def write_html(target: Any, page: str) -> str:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", encoding="utf-8") as handle:
+        handle.write(page)
+    return str(target)
+
+
+def run_report(title: str, summary: Mapping[str, Any], tables: Mapping[str, pd.DataFrame | None]) -> str:
+    """The per-run page of the sync / unenrollment: headline figures, then each table."""
+    sections = [f'<p class="muted">generated {datetime.now().astimezone().isoformat(timespec="seconds")}</p>']
+    sections.append("<h2>Summary</h2>" + summary_table(summary))
+    for name, frame in tables.items():
+        sections.append(f"<h2>{html.escape(name)}</h2>" + frame_table(frame))
+    return html_page(title, sections)
+
+
+def compliance_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Completion rate and overdue counts by course and by department (active enrollments only)."""
+    active = frame[frame["is_active"].fillna(True).astype(bool)]
+    tables = {}
+    for label, column in (("course", "course_name"), ("department", "department")):
+        grouped = (
+            active.assign(group=active[column].astype("string").fillna("(unknown)"))
+            .groupby("group", sort=True)
+            .agg(
+                enrollments=("enrollment_id", "size"),
+                completed=("is_completed", "sum"),
+                overdue=("is_overdue", "sum"),
+            )
+            .reset_index()
+            .rename(columns={"group": label})
+        )
+        grouped["completed"] = grouped["completed"].astype(int)
+        grouped["overdue"] = grouped["overdue"].astype(int)
+        grouped["completion_rate_pct"] = (100 * grouped["completed"] / grouped["enrollments"]).round(1)
+        tables[label] = grouped
+    return tables
+
+
+def _bar_chart(table: pd.DataFrame, label: str, value: str, title: str, color: str) -> str:
+    """A horizontal bar chart as an inline ``<img>`` (Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib import pyplot as plt
+
+    data = table.sort_values(value)
+    figure, axes = plt.subplots(figsize=(8, max(2.0, 0.35 * len(data) + 1)))
+    axes.barh(data[label].astype(str), data[value], color=color)
+    axes.set_title(title)
+    axes.set_xlabel(value.replace("_", " "))
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}">'
+
+
+def compliance_report(frame: pd.DataFrame, *, title: str, scope: str, now: datetime) -> str:
+    """HTML compliance report: overall figures, charts and tables by course and department."""
+    active = frame[frame["is_active"].fillna(True).astype(bool)]
+    completed = int(active["is_completed"].sum())
+    overall = {
+        "scope": scope,
+        "as of (UTC)": now.isoformat(timespec="seconds"),
+        "active enrollments": len(active),
+        "completed": completed,
+        "completion rate %": round(100 * completed / len(active), 1) if len(active) else None,
+        "overdue": int(active["is_overdue"].sum()),
+    }
+    sections = ["<h2>Overall</h2>" + summary_table(overall)]
+    if not active.empty:
+        for label, table in compliance_tables(frame).items():
+            sections.append(f"<h2>By {label}</h2>")
+            sections.append(
+                _bar_chart(table, label, "completion_rate_pct", f"Completion rate % by {label}", "#2e7d32")
+            )
+            if table["overdue"].any():
+                sections.append(
+                    _bar_chart(table, label, "overdue", f"Overdue enrollments by {label}", "#c62828")
+                )
+            sections.append(frame_table(table))
+    return html_page(title, sections)

@@ -1,0 +1,148 @@
+"""Unit tests of the export normaliser and the report writers (plain data, no server)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+from absorb_sync.export import (
+    EXPORT_COLUMNS,
+    normalise_enrollments,
+    timespan_seconds,
+    write_csv,
+    write_partitioned_parquet,
+)
+from absorb_sync.report import compliance_report, compliance_tables, run_report
+from airflow.sdk import ObjectStoragePath
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+COURSE_A, COURSE_B = "a0000000-0000-0000-0000-00000000000a", "b0000000-0000-0000-0000-00000000000b"
+USER_1, USER_2 = "10000000-0000-0000-0000-000000000001", "20000000-0000-0000-0000-000000000002"
+
+
+def enrollment(eid: str, user: str, course: str, status: int, **extra) -> dict:
+    row = {
+        "id": eid,
+        "userId": user,
+        "courseId": course,
+        "courseName": "Course A" if course == COURSE_A else "Course B",
+        "status": status,
+        "progress": 100 if status == 3 else 40,
+        "score": 90 if status == 3 else None,
+        "isActive": True,
+        "dateAdded": "2026-10-01T08:00:00Z",
+        "dateEdited": "2026-11-20T08:00:00+01:00",
+        "timeSpent": "1.02:03:04.5000000",
+        "dateCompleted": "2026-11-01T00:00:00Z" if status == 3 else None,
+        "dateDue": None,
+    }
+    row.update(extra)
+    return row
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("00:00:00", 0.0),
+        ("01:02:03", 3723.0),
+        ("1.13:02:39.9878697", 86400 + 13 * 3600 + 2 * 60 + 39.9878697),
+        ("-00:00:10", -10.0),
+        ("garbage", None),
+        (None, None),
+    ],
+)
+def test_timespan_seconds_reads_dotnet_timespans(text, seconds):
+    result = timespan_seconds(text)
+    assert result == pytest.approx(seconds) if seconds is not None else result is None
+
+
+def test_normalise_types_names_people_and_overdue():
+    rows = [
+        enrollment("e1", USER_1, COURSE_A, 3),
+        enrollment("e2", USER_2, COURSE_A, 1, dateDue="2026-11-01T00:00:00Z", timeSpentTicks=600_000_000),
+        enrollment("e3", USER_2, COURSE_B, 0, isActive=False),
+    ]
+    users = [
+        {
+            "id": USER_1,
+            "externalId": "E000001",
+            "departmentId": "d1",
+            "location": "Berlin",
+            "jobTitle": "Dev",
+        },
+        {
+            "id": USER_2,
+            "externalId": "E000002",
+            "departmentId": "d2",
+            "location": "Sydney",
+            "jobTitle": "Rep",
+        },
+    ]
+    people = pd.DataFrame(
+        {"employee_id": ["E000002"], "department": ["Sales"], "job_title": ["Senior Rep"], "location": [None]}
+    )
+    frame = normalise_enrollments(
+        rows, now=NOW, users=users, people=people, departments={"d1": "Engineering", "d2": "Marketing"}
+    )
+    assert list(frame.columns) == EXPORT_COLUMNS
+    by_id = frame.set_index("enrollment_id")
+    assert by_id.loc["e1", "status_name"] == "Complete" and bool(by_id.loc["e1", "is_completed"])
+    assert by_id.loc["e1", "time_spent_seconds"] == pytest.approx(93784.5)
+    assert by_id.loc["e2", "time_spent_seconds"] == pytest.approx(60.0)  # ticks win over the string
+    assert by_id.loc["e1", "date_edited"] == pd.Timestamp("2026-11-20T07:00:00Z")  # converted to UTC
+    assert str(frame["date_edited"].dt.tz) == "UTC"
+    assert bool(by_id.loc["e2", "is_overdue"]) and not bool(by_id.loc["e1", "is_overdue"])
+    assert not bool(by_id.loc["e3", "is_overdue"])  # history rows are never overdue
+    # HR feed attributes win over Absorb's; gaps fall back to Absorb
+    assert by_id.loc["e2", "department"] == "Sales" and by_id.loc["e2", "job_title"] == "Senior Rep"
+    assert by_id.loc["e2", "location"] == "Sydney"
+    assert by_id.loc["e1", "department"] == "Engineering" and by_id.loc["e1", "employee_id"] == "E000001"
+
+
+def test_normalise_empty_input_has_the_columns_and_types():
+    frame = normalise_enrollments([], now=NOW)
+    assert list(frame.columns) == EXPORT_COLUMNS and frame.empty
+    assert str(frame["date_completed"].dtype) == "datetime64[us, UTC]"
+
+
+def test_partitioned_parquet_and_csv_round_trip(tmp_path):
+    frame = normalise_enrollments(
+        [enrollment("e1", USER_1, COURSE_A, 3), enrollment("e2", USER_2, COURSE_B, 1)], now=NOW
+    )
+    root = ObjectStoragePath(f"file://{tmp_path}")
+    files = write_partitioned_parquet(frame, root / "completions", "course_id")
+    assert sorted(p.split("/")[-2] for p in files) == [f"course_id={COURSE_A}", f"course_id={COURSE_B}"]
+    back = pd.read_parquet(tmp_path / "completions").sort_values("enrollment_id")
+    assert back["enrollment_id"].tolist() == ["e1", "e2"]
+    write_csv(frame, root / "completions.csv")
+    csv = pd.read_csv(tmp_path / "completions.csv")
+    assert csv.loc[0, "date_completed"] == "2026-11-01T00:00:00Z" and len(csv) == 2
+    with pytest.raises(ValueError, match="cannot partition by 'score'"):
+        write_partitioned_parquet(frame, root / "x", "score")
+
+
+def test_compliance_report_has_rates_and_embedded_charts():
+    rows = [
+        enrollment("e1", USER_1, COURSE_A, 3),
+        enrollment("e2", USER_2, COURSE_A, 1, dateDue="2026-11-01T00:00:00Z"),
+        enrollment("e3", USER_2, COURSE_B, 1),
+    ]
+    users = [{"id": USER_1, "departmentId": "d1"}, {"id": USER_2, "departmentId": "d1"}]
+    frame = normalise_enrollments(rows, now=NOW, users=users, departments={"d1": "Engineering"})
+    tables = compliance_tables(frame)
+    course_a = tables["course"].set_index("course").loc["Course A"]
+    assert (course_a["enrollments"], course_a["completed"], course_a["overdue"]) == (2, 1, 1)
+    assert course_a["completion_rate_pct"] == 50.0
+    assert tables["department"].set_index("department").loc["Engineering", "enrollments"] == 3
+    html = compliance_report(frame, title="T", scope="full export", now=NOW)
+    images = html.split('src="data:image/png;base64,')[1:]
+    assert len(images) == 4  # rate + overdue, by course and by department
+    assert base64.b64decode(images[0].split('"')[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<script" not in html and "http" not in html.split("<body>")[1]  # offline
+
+
+def test_run_report_escapes_values():
+    page = run_report("Run <1>", {"note": "<b>x</b>"}, {"Plan": pd.DataFrame({"a": ["<i>"]})})
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "&lt;i&gt;" in page
