@@ -108,10 +108,15 @@ def in_airflow_task() -> bool:
     return getattr(task_runner, "SUPERVISOR_COMMS", None) is not None
 
 
+STATE_DIR_ENV = "ABSORB_PROVIDER_STATE_DIR"
+
+
 def _private_dir() -> Path:
+    """A 0700 directory of this OS user for lock files (and, outside tasks, the sealed token)."""
+    override = os.environ.get(STATE_DIR_ENV)
     base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
-    directory = base / f"absorb-provider-{os.getuid()}"
-    directory.mkdir(mode=0o700, exist_ok=True)
+    directory = Path(override) if override else base / f"absorb-provider-{os.getuid()}"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
     return directory
 
