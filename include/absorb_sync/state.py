@@ -1,0 +1,213 @@
+"""The sync's memory between runs: last accepted feed, provenance of our enrollments, last export.
+
+Small JSON documents under a root (a local folder or any ObjectStoragePath). Every write replaces a
+whole document atomically (temp file + ``os.replace`` locally, one object put remotely), and local
+read-modify-write cycles hold a file lock, so a crash or a concurrent run never corrupts state.
+A document that exists but cannot be read raises :class:`StateError` rather than being treated as
+empty: forgetting provenance or the last feed size would silently weaken the safety gates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+FEED_DOC = "accepted_feed.json"
+PROVENANCE_DOC = "provenance.json"
+EXPORT_DOC = "last_export.json"
+FORMAT_VERSION = 1
+
+
+class StateError(RuntimeError):
+    """A state document is unreadable (names the document)."""
+
+
+class SyncState:
+    """Read and write the integration's state documents under ``root``."""
+
+    def __init__(self, root: Any):
+        self._local: Path | None = local_path(root)
+        self._remote: Any = None if self._local is not None else _object_path(root)
+        self.root = root
+
+    def __repr__(self) -> str:
+        return f"SyncState({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ feed
+    def last_accepted_feed(self) -> dict | None:
+        document = self._read(FEED_DOC)
+        return document.get("last_accepted") if document else None
+
+    def record_accepted_feed(
+        self, *, row_count: int, active_count: int, run_id: str, leavers: list[str]
+    ) -> None:
+        entry = {
+            "row_count": int(row_count),
+            "active_count": int(active_count),
+            "run_id": str(run_id),
+            "accepted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        with self._locked(FEED_DOC):
+            document = self._read(FEED_DOC) or {}
+            history = ([document["last_accepted"]] if document.get("last_accepted") else []) + document.get(
+                "history", []
+            )
+            self._write(
+                FEED_DOC,
+                {
+                    "version": FORMAT_VERSION,
+                    "last_accepted": entry,
+                    "leavers": sorted({str(x) for x in leavers}),
+                    "history": history[:20],
+                },
+            )
+
+    def last_leavers(self) -> list[str]:
+        document = self._read(FEED_DOC)
+        return list(document.get("leavers", [])) if document else []
+
+    # ------------------------------------------------------------------ provenance
+    def provenance_ids(self) -> set[str]:
+        return set(self._provenance())
+
+    def provenance(self) -> dict[str, dict]:
+        """enrollment id -> {user_id, course_id, rule, run_id, recorded_at}."""
+        return dict(self._provenance())
+
+    def record_created(self, rows: Iterable[dict]) -> None:
+        rows = list(rows)
+        missing = [i for i, row in enumerate(rows) if not row.get("enrollment_id")]
+        if missing:
+            raise ValueError(f"record_created: rows {missing} have no enrollment_id")
+        if not rows:
+            return
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._locked(PROVENANCE_DOC):
+            known = self._provenance()
+            for row in rows:
+                known[str(row["enrollment_id"])] = {
+                    "user_id": _text(row.get("user_id")),
+                    "course_id": _text(row.get("course_id")),
+                    "rule": _text(row.get("rule")),
+                    "run_id": _text(row.get("run_id")),
+                    "recorded_at": now,
+                }
+            self._write(PROVENANCE_DOC, {"version": FORMAT_VERSION, "enrollments": known})
+
+    def forget(self, enrollment_ids: Iterable[str]) -> None:
+        ids = {str(i) for i in enrollment_ids}
+        if not ids:
+            return
+        with self._locked(PROVENANCE_DOC):
+            known = self._provenance()
+            remaining = {k: v for k, v in known.items() if k not in ids}
+            if len(remaining) != len(known):
+                self._write(PROVENANCE_DOC, {"version": FORMAT_VERSION, "enrollments": remaining})
+
+    def _provenance(self) -> dict[str, dict]:
+        document = self._read(PROVENANCE_DOC)
+        return dict(document.get("enrollments", {})) if document else {}
+
+    # ------------------------------------------------------------------ export
+    def last_export(self) -> dict | None:
+        document = self._read(EXPORT_DOC)
+        return document.get("summary") if document else None
+
+    def record_export(self, summary: dict) -> None:
+        payload = {
+            "version": FORMAT_VERSION,
+            "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "summary": summary,
+        }
+        with self._locked(EXPORT_DOC):
+            self._write(EXPORT_DOC, payload)
+
+    # ------------------------------------------------------------------ storage
+    def _read(self, name: str) -> dict | None:
+        try:
+            if self._local is not None:
+                path = self._local / name
+                if not path.exists():
+                    return None
+                text = path.read_text(encoding="utf-8")
+            else:
+                path = self._remote / name
+                if not path.exists():
+                    return None
+                text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise StateError(f"cannot read sync state {name} under {self.root}: {exc}") from exc
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise StateError(
+                f"sync state {name} under {self.root} is not valid JSON ({exc}); fix or remove it"
+            ) from exc
+        if not isinstance(document, dict):
+            raise StateError(f"sync state {name} under {self.root} is not a JSON object")
+        return document
+
+    def _write(self, name: str, document: dict) -> None:
+        text = json.dumps(document, indent=1, sort_keys=True, default=str)
+        if self._local is not None:
+            self._local.mkdir(parents=True, exist_ok=True)
+            target = self._local / name
+            temp = self._local / f".{name}.{uuid.uuid4().hex}.tmp"
+            try:
+                with open(temp, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
+            return
+        target = self._remote / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(text.encode("utf-8"))  # a single object put: all or nothing
+
+    @contextlib.contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        if self._local is None:
+            yield
+            return
+        from filelock import FileLock
+
+        self._local.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self._local / f".{name}.lock"), timeout=60):
+            yield
+
+
+def local_path(root: Any) -> Path | None:
+    """The local folder behind ``root`` (a path, ``file://`` URL or file ObjectStoragePath), else None."""
+    if isinstance(root, (str, os.PathLike)):
+        text = os.fspath(root)
+        if text.startswith("file://"):
+            return Path(text[len("file://") :])
+        return None if "://" in text else Path(text)
+    if getattr(root, "protocol", None) in ("file", "local"):
+        return Path(root.path)
+    return None
+
+
+def _object_path(root: Any) -> Any:
+    if isinstance(root, str):
+        from airflow.sdk import ObjectStoragePath
+
+        return ObjectStoragePath(root)
+    return root
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value != value:
+        return None
+    return str(value)
