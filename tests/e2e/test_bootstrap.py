@@ -73,7 +73,7 @@ def test_creates_then_leaves_unchanged_then_updates(airflow_db, portal_env):
 
     third = _bootstrap(portal_env | {"ABSORB_BASE_URL": "", "ABSORB_REGION": "CA", "ABSORB_POOL_SLOTS": "5"})
     assert "connection absorb_bootstrap_test: updated (region CA)" in third
-    conn_type, host, _, _, extra = _connection("absorb_bootstrap_test")
+    _, host, _, _, extra = _connection("absorb_bootstrap_test")
     assert host is None and extra == {"private_key": SECRET_KEY, "region": "CA"}
     assert _pool_slots("absorb_api") == 5
 
