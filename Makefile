@@ -38,6 +38,15 @@ sandbox: setup
 demo: setup
 	$(BIN)/python scripts/demo.py
 
+# The Airflow UI (standalone, SQLite in var/airflow, no login) with the sandbox beside it.
+airflow: setup
+	bash scripts/airflow_standalone.sh
+
+# End-to-end: a Celery cluster (api-server, scheduler, dag-processor, triggerer, 2 workers) on the
+# local PostgreSQL and Redis, driven through the REST API, plus the headless-browser test.
+e2e: setup
+	$(BIN)/python -m pytest tests/e2e -m "e2e or browser"
+
 bench: setup
 	$(BIN)/python -m bench
 

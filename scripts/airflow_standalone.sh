@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# `make airflow`: the Airflow UI on this machine, no login, with the offline Absorb sandbox beside it.
+#
+#   AIRFLOW_PORT   API server / UI port            (default 8080)
+#   SANDBOX_PORT   sandbox port                    (default 8765)
+#   SEED           sandbox seed (small, medium...) (default small)
+# To use a real Absorb portal instead of the sandbox, export ABSORB_BASE_URL (or ABSORB_REGION),
+# ABSORB_USERNAME, ABSORB_PASSWORD and ABSORB_PRIVATE_KEY first: the sandbox is then not started.
+#
+# Home: var/airflow (SQLite), the same one the demo uses. Ctrl-C stops Airflow and the sandbox.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+BIN="$ROOT/.venv/bin"
+AIRFLOW_PORT="${AIRFLOW_PORT:-8080}"
+SANDBOX_PORT="${SANDBOX_PORT:-8765}"
+
+export AIRFLOW_HOME="$ROOT/var/airflow"
+export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
+export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True
+export AIRFLOW__API__PORT="$AIRFLOW_PORT"
+export AIRFLOW__API__BASE_URL="http://localhost:$AIRFLOW_PORT"
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$AIRFLOW_PORT/execution/"
+export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="${AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL:-30}"
+export GX_ANALYTICS_ENABLED=false
+export ABSORB_OUTPUT_ROOT="${ABSORB_OUTPUT_ROOT:-$ROOT/var/output}"
+export ABSORB_STATE_ROOT="${ABSORB_STATE_ROOT:-$ROOT/var/state}"
+mkdir -p "$AIRFLOW_HOME" "$ROOT/var/log"
+
+sandbox_pid=""
+stop_sandbox() {
+    if [ -n "$sandbox_pid" ] && kill -0 "$sandbox_pid" 2>/dev/null; then
+        kill "$sandbox_pid" 2>/dev/null || true
+        wait "$sandbox_pid" 2>/dev/null || true
+    fi
+}
+trap stop_sandbox EXIT
+trap 'exit 130' INT TERM
+
+if [ -z "${ABSORB_BASE_URL:-}" ] && [ -z "${ABSORB_REGION:-}" ]; then
+    export ABSORB_SANDBOX_URL="http://127.0.0.1:$SANDBOX_PORT"
+    "$BIN/absorb-sandbox" serve --host 127.0.0.1 --port "$SANDBOX_PORT" --db "$ROOT/var/sandbox.db" \
+        --seed "${SEED:-small}" >"$ROOT/var/log/sandbox.log" 2>&1 &
+    sandbox_pid=$!
+    for _ in $(seq 1 60); do
+        if curl -fsS "$ABSORB_SANDBOX_URL/_sandbox/stats" >/dev/null 2>&1; then break; fi
+        if ! kill -0 "$sandbox_pid" 2>/dev/null; then
+            echo "the sandbox did not start; see var/log/sandbox.log:" >&2
+            tail -n 20 "$ROOT/var/log/sandbox.log" >&2
+            exit 1
+        fi
+        sleep 0.5
+    done
+    echo "Absorb sandbox: $ABSORB_SANDBOX_URL (log: var/log/sandbox.log)"
+else
+    echo "Absorb: using the portal from ABSORB_BASE_URL/ABSORB_REGION (no sandbox started)"
+fi
+
+"$BIN/airflow" db migrate >"$ROOT/var/log/airflow-migrate.log" 2>&1 || {
+    echo "airflow db migrate failed; see var/log/airflow-migrate.log" >&2
+    exit 1
+}
+"$BIN/python" "$ROOT/scripts/bootstrap_airflow.py"
+
+echo
+echo "Airflow UI: http://localhost:$AIRFLOW_PORT   (no login; Ctrl-C to stop)"
+echo
+"$BIN/airflow" standalone
