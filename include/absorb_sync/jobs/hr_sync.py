@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
 from absorb_sync.jobs.runtime import read_frame, read_json, write_csv, write_frame, write_json
 
 if TYPE_CHECKING:
@@ -45,11 +47,11 @@ ENROLLMENT_COLUMNS = [
 ENROLL_ACTIONS = ("enroll", "re_enroll", "update_due_date")
 
 
-class PlanRefusedError(RuntimeError):
+class PlanRefusedError(AirflowFailException):
     """The plan gate refused the plan; nothing was written to Absorb."""
 
 
-class VerificationError(RuntimeError):
+class VerificationError(AirflowFailException):
     """Absorb does not show what the run applied (or some writes failed)."""
 
 
@@ -58,7 +60,7 @@ class VerificationError(RuntimeError):
 
 def extract_feed(*, feed_path: str, column_mapping: Any, folder: ObjectStoragePath) -> dict:
     """Snapshot the feed into the run folder, then read and map it (FeedError on an unreadable feed)."""
-    from absorb_sync.feed import load_mapping, read_feed
+    from absorb_sync.feed import FeedError, load_mapping, read_feed
     from absorb_sync.jobs.runtime import storage_path
 
     source = storage_path(feed_path)
@@ -67,7 +69,11 @@ def extract_feed(*, feed_path: str, column_mapping: Any, folder: ObjectStoragePa
     snapshot = folder / f"feed_snapshot{source.suffix or '.csv'}"
     with source.open("rb") as reader, snapshot.open("wb") as writer:
         shutil.copyfileobj(reader, writer)
-    feed = read_feed(snapshot, load_mapping(column_mapping))
+    try:
+        feed = read_feed(snapshot, load_mapping(column_mapping))
+    except FeedError as error:  # keep the verdict next to the snapshot for whoever looks at the run
+        write_json(folder / "feed_gate.json", {"passed": False, "feed_error": str(error)})
+        raise
     write_frame(folder / "feed.parquet", feed.frame)
     return {
         "source": str(source),

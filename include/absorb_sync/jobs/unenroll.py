@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
 from absorb_sync.jobs.runtime import read_json, storage_path, write_csv, write_json
 
 if TYPE_CHECKING:
@@ -26,11 +28,11 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 TARGET_COLUMNS = ["person", "employee_id", "user_id", "enrollment_id", "course_id", "course_name", "status"]
 
 
-class UnenrollmentRefusedError(RuntimeError):
+class UnenrollmentRefusedError(AirflowFailException):
     """The gate refused the removal; nothing was written."""
 
 
-class UnenrollmentVerificationError(RuntimeError):
+class UnenrollmentVerificationError(AirflowFailException):
     """Some enrollments are still active after the unenroll call."""
 
 
