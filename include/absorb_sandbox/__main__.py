@@ -1,0 +1,5 @@
+import sys
+
+from absorb_sandbox.cli import main
+
+sys.exit(main())

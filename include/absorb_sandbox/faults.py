@@ -1,0 +1,200 @@
+"""Fault injection and rate limiting, both repeatable.
+
+Fault spec (``--faults`` and ``POST /_sandbox/faults``): comma-separated ``key=value`` pairs::
+
+    seed=7,error=0.1,429=0.05,drop=0.02,latency=0.05:200ms
+
+- ``seed``: RNG seed; the same seed and the same request sequence give the same faults.
+- ``error``: probability of answering 500, 502 or 503 (chosen by the same RNG) with Absorb's
+  error body; ``500=``, ``502=``, ``503=`` set one code's probability on its own.
+- ``429``: probability of a 429 with ``Retry-After: 1``.
+- ``drop``: probability of closing the connection without any response.
+- ``latency``: probability of adding a delay, ``PROB:DURATION`` (``200ms``, ``1.5s``, plain = ms).
+
+The JSON form of the admin call takes the same keys: ``{"seed": 7, "error": 0.1, "429": 0.05,
+"drop": 0.02, "latency": 0.05, "latency_ms": 200}``, or ``{"spec": "seed=7,error=0.1"}``;
+``{}`` or ``"off"`` turns faults off. Faults never apply to ``/_sandbox/*``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+
+class FaultSpecError(ValueError):
+    """A fault spec that cannot be understood."""
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    seed: int = 0
+    status_probabilities: dict[int, float] = field(default_factory=dict)  # 429/500/502/503 -> p
+    error: float = 0.0  # spread over 500/502/503
+    drop: float = 0.0
+    latency: float = 0.0
+    latency_ms: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.error or self.drop or self.latency or any(self.status_probabilities.values()))
+
+    def describe(self) -> dict:
+        data = asdict(self)
+        data["status_probabilities"] = {str(k): v for k, v in self.status_probabilities.items()}
+        return data
+
+
+FAULT_STATUSES = (429, 500, 502, 503)
+
+
+def _probability(key: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise FaultSpecError(f"fault '{key}' needs a probability between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise FaultSpecError(f"fault '{key}' probability must be between 0 and 1, got {value}")
+    return value
+
+
+def _duration_ms(text: str) -> float:
+    text = text.strip().lower()
+    try:
+        if text.endswith("ms"):
+            value = float(text[:-2])
+        elif text.endswith("s"):
+            value = float(text[:-1]) * 1000
+        else:
+            value = float(text)
+    except ValueError:
+        raise FaultSpecError(f"latency duration must look like 200ms or 1.5s, got {text!r}") from None
+    if value < 0 or value > 60_000:
+        raise FaultSpecError("latency duration must be between 0 and 60s")
+    return value
+
+
+def parse_spec(spec: str | dict | None) -> FaultSpec:
+    """Parse the text or JSON form of a fault spec (see the module docstring)."""
+    if spec is None:
+        return FaultSpec()
+    if isinstance(spec, dict):
+        if "spec" in spec:
+            return parse_spec(spec["spec"])
+        pairs = []
+        for key, value in spec.items():
+            if key == "latency_ms":
+                continue
+            if key == "latency" and "latency_ms" in spec:
+                value = f"{value}:{spec['latency_ms']}ms"
+            pairs.append(f"{key}={value}")
+        return parse_spec(",".join(pairs))
+    if not isinstance(spec, str):
+        raise FaultSpecError("fault spec must be a string or an object")
+    text = spec.strip()
+    if text.lower() in ("", "off", "none"):
+        return FaultSpec()
+    seed, error, drop, latency, latency_ms = 0, 0.0, 0.0, 0.0, 0.0
+    statuses: dict[int, float] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            raise FaultSpecError(f"fault spec part {part!r} is not key=value")
+        if key == "seed":
+            try:
+                seed = int(value)
+            except ValueError:
+                raise FaultSpecError(f"seed must be an integer, got {value!r}") from None
+        elif key == "error":
+            error = _probability(key, value)
+        elif key == "drop":
+            drop = _probability(key, value)
+        elif key in {str(s) for s in FAULT_STATUSES}:
+            statuses[int(key)] = _probability(key, value)
+        elif key == "latency":
+            probability, _, duration = value.partition(":")
+            latency = _probability(key, probability)
+            latency_ms = _duration_ms(duration or "100ms")
+        else:
+            raise FaultSpecError(
+                f"unknown fault {key!r}; use seed, error, 429, 500, 502, 503, drop, latency")
+    if error + drop + sum(statuses.values()) > 1.0:
+        raise FaultSpecError("fault probabilities (error, status codes, drop) add up to more than 1")
+    return FaultSpec(seed, statuses, error, drop, latency, latency_ms)
+
+
+@dataclass(frozen=True)
+class FaultDecision:
+    status: int | None = None
+    drop: bool = False
+    delay_seconds: float = 0.0
+
+
+NO_FAULT = FaultDecision()
+
+
+class FaultInjector:
+    """Draws one repeatable decision per API request from the spec's seeded RNG."""
+
+    def __init__(self, spec: FaultSpec | None = None):
+        self._lock = threading.Lock()
+        self.configure(spec or FaultSpec())
+
+    def configure(self, spec: FaultSpec) -> None:
+        with self._lock:
+            self.spec = spec
+            self._rng = random.Random(spec.seed)
+
+    def decide(self) -> FaultDecision:
+        spec = self.spec
+        if not spec.active:
+            return NO_FAULT
+        with self._lock:
+            outcome_roll = self._rng.random()
+            latency_roll = self._rng.random()
+            code_roll = self._rng.random()
+        delay = spec.latency_ms / 1000 if latency_roll < spec.latency else 0.0
+        threshold = spec.error
+        if outcome_roll < threshold:
+            return FaultDecision(status=(500, 502, 503)[int(code_roll * 3) % 3], delay_seconds=delay)
+        for status, probability in sorted(spec.status_probabilities.items()):
+            threshold += probability
+            if outcome_roll < threshold:
+                return FaultDecision(status=status, delay_seconds=delay)
+        if outcome_roll < threshold + spec.drop:
+            return FaultDecision(drop=True, delay_seconds=delay)
+        return FaultDecision(delay_seconds=delay) if delay else NO_FAULT
+
+
+class RateLimiter:
+    """Token bucket per API key: ``rate`` requests/s with a burst of ``rate`` (at least 1)."""
+
+    def __init__(self, rate: float | None):
+        self.rate = rate
+        self.capacity = max(1.0, rate or 0.0)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, key: str) -> float:
+        """0 when the request may go ahead, else the seconds until a token is available."""
+        if not self.rate:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+def retry_after_header(wait_seconds: float) -> str:
+    return str(max(1, math.ceil(wait_seconds)))

@@ -1,0 +1,196 @@
+"""The ASGI layer in front of the routes: stats, body-size guard, faults, rate limit and auth.
+
+Written as plain ASGI (not ``BaseHTTPMiddleware``) because it runs on every request and the
+sandbox must serve hundreds of authenticated GETs per second from one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import Counter
+from typing import TYPE_CHECKING
+
+from absorb_sandbox.errors import error_bytes
+from absorb_sandbox.faults import FaultInjector, RateLimiter, retry_after_header
+
+if TYPE_CHECKING:
+    from absorb_sandbox.auth import TokenStore
+
+ADMIN_PREFIX = "/_sandbox"
+DOC_PATHS = frozenset({"/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"})
+AUTHENTICATE_PATH = "/authenticate"
+WRITE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+MAX_BODY_BYTES = 1024 * 1024
+ABORT_EXTENSION = "absorb_sandbox.abort"
+
+
+class Stats:
+    """Request counters for ``GET /_sandbox/stats``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.total_requests = 0
+            self.authenticate_calls = 0
+            self.write_calls = 0
+            self.by_route: Counter[str] = Counter()
+            self.by_status: Counter[str] = Counter()
+
+    def record(self, method: str, path: str, template: str, status: int | None) -> None:
+        with self._lock:
+            self.total_requests += 1
+            if path == AUTHENTICATE_PATH:
+                self.authenticate_calls += 1
+            elif method in WRITE_METHODS:
+                self.write_calls += 1
+            self.by_route[f"{method} {template}"] += 1
+            self.by_status["dropped" if status is None else str(status)] += 1
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {
+                "total_requests": self.total_requests, "authenticate_calls": self.authenticate_calls,
+                "write_calls": self.write_calls, "by_route": dict(self.by_route),
+                "by_status": dict(self.by_status),
+            }
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """``Bearer <t>`` or the raw token (some clients send it bare, and Absorb accepts it)."""
+    if not authorization:
+        return None
+    value = authorization.strip()
+    if value[:7].lower() == "bearer ":
+        value = value[7:].strip()
+    return value.strip('"') or None
+
+
+class SandboxMiddleware:
+    def __init__(self, app, *, api_key: str, tokens: TokenStore, stats: Stats, faults: FaultInjector,
+                 limiter: RateLimiter, route_template):
+        self.app = app
+        self.api_key = api_key
+        self.tokens = tokens
+        self.stats = stats
+        self.faults = faults
+        self.limiter = limiter
+        self.route_template = route_template
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path.startswith(ADMIN_PREFIX) or path in DOC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        status_box: list[int] = []
+
+        async def recording_send(message):
+            if message["type"] == "http.response.start":
+                status_box.append(message["status"])
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, recording_send, path, method)
+        finally:
+            template = self._template(scope)
+            self.stats.record(method, path, template, status_box[0] if status_box else None)
+
+    def _template(self, scope) -> str:
+        route = scope.get("route")
+        if route is not None and hasattr(route, "path_format"):
+            return route.path_format
+        return self.route_template(scope)
+
+    async def _handle(self, scope, receive, send, path: str, method: str) -> None:
+        decision = self.faults.decide()
+        if decision.delay_seconds:
+            await asyncio.sleep(decision.delay_seconds)
+        if decision.drop:
+            await self._drop(scope)
+            return
+        if decision.status is not None:
+            headers = {"retry-after": "1"} if decision.status == 429 else {}
+            message = "Too many requests (injected fault)." if decision.status == 429 else "Injected fault."
+            await _send_error(send, decision.status, message, headers)
+            return
+        api_key = _header(scope, b"x-api-key")
+        wait = self.limiter.acquire(api_key or "")
+        if wait:
+            await _send_error(send, 429, "Rate limit exceeded; retry later.",
+                              {"retry-after": retry_after_header(wait)})
+            return
+        if api_key != self.api_key:
+            await _send_error(send, 401, "Missing or invalid x-api-key header.")
+            return
+        version = _header(scope, b"x-api-version")
+        if version is not None and version.strip() not in ("2", ""):
+            await _send_error(send, 400, f"Unsupported x-api-version {version.strip()!r}; this sandbox speaks 2.")
+            return
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            await _send_error(send, 413, f"Request body larger than {MAX_BODY_BYTES} bytes.")
+            return
+        if path != AUTHENTICATE_PATH:
+            token = bearer_token(_header(scope, b"authorization"))
+            session = self.tokens.check(token) if token else None
+            if session is None:
+                await _send_error(send, 401, "Missing, invalid, replaced or expired token; authenticate again.")
+                return
+            scope.setdefault("state", {})["username"] = session.username
+        await self.app(scope, _limited_receive(receive), send)
+
+    @staticmethod
+    async def _drop(scope) -> None:
+        abort = scope.get("extensions", {}).get(ABORT_EXTENSION)
+        if abort is None:
+            raise ConnectionAbortedError("dropped connection (injected fault)")
+        abort()
+        for _ in range(3):  # let the server notice the closed connection before we return
+            await asyncio.sleep(0)
+
+
+def _limited_receive(receive):
+    """Refuse chunked bodies that grow beyond the limit (no Content-Length to check up front)."""
+    received = 0
+
+    async def wrapped():
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise BodyTooLarge()
+        return message
+
+    return wrapped
+
+
+class BodyTooLarge(Exception):
+    """A streamed body passed the size limit."""
+
+
+async def _send_error(send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    body = error_bytes(status, message)
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def json_bytes(data) -> bytes:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()

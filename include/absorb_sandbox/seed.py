@@ -1,0 +1,392 @@
+"""Deterministic synthetic organisation: people, departments, courses and their enrollments.
+
+Names, departments, users and courses get uuid5 ids from a fixed namespace, so a course's id is
+``course_id(name)`` everywhere and a user's id follows from the HR employee id. Enrollments and
+their activities get ids from a seeded RNG (same seed name → same ids). Rows are generated as
+tuples and bulk-inserted with ``executemany``; indices are built after the load, so the ``large``
+seed (~100k people, ~1M enrollments) loads in well under a minute.
+
+Chapter, lesson and attempt rows of seeded online enrollments are created lazily
+(see ``activities.ensure_activities``) the first time an operation needs them; enrollments made
+through the API get theirs at once.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from absorb_sandbox import store
+from absorb_sandbox.timeutil import TICKS_PER_SECOND, to_iso
+
+NAMESPACE = uuid.UUID("6f1c3a52-8d4e-5b7f-9a0c-2e4d6f8a1b3c")
+
+SEED_SIZES = {"none": 0, "small": 200, "medium": 10_000, "large": 100_000}
+GENERATED_COURSES = {"none": 0, "small": 12, "medium": 40, "large": 90}
+
+DEPARTMENTS = (
+    "Engineering", "Sales", "Marketing", "Finance", "Human Resources", "Operations",
+    "Customer Support", "Legal",
+)
+LOCATIONS = ("New York", "San Francisco", "Toronto", "London", "Berlin", "Sydney")
+JOB_TITLES = {
+    "Engineering": ("Software Engineer", "Senior Software Engineer", "QA Analyst", "DevOps Engineer"),
+    "Sales": ("Account Executive", "Sales Development Rep", "Sales Engineer"),
+    "Marketing": ("Marketing Specialist", "Content Strategist", "Product Marketing Manager"),
+    "Finance": ("Financial Analyst", "Accountant", "Controller"),
+    "Human Resources": ("HR Generalist", "Recruiter", "HR Business Partner"),
+    "Operations": ("Operations Analyst", "Facilities Coordinator", "Warehouse Associate"),
+    "Customer Support": ("Support Specialist", "Support Team Lead", "Customer Success Manager"),
+    "Legal": ("Counsel", "Paralegal", "Compliance Officer"),
+}
+MANAGER_TITLE = "Manager"
+FIRST_NAMES = (
+    "Olivia", "Liam", "Emma", "Noah", "Ava", "Elijah", "Sophia", "James", "Isabella", "Lucas",
+    "Mia", "Mateo", "Amelia", "Benjamin", "Harper", "Henry", "Evelyn", "Leo", "Aria", "Jack",
+    "Chloe", "Daniel", "Layla", "Samuel", "Nora", "David", "Zoe", "Joseph", "Priya", "Wei",
+    "Fatima", "Omar", "Yuki", "Hiro", "Ingrid", "Lars", "Chiara", "Marco", "Aisha", "Kwame",
+)
+LAST_NAMES = (
+    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
+    "Martinez", "Hernandez", "Lopez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson",
+    "Martin", "Lee", "Perez", "Thompson", "White", "Harris", "Clark", "Lewis", "Walker", "Young",
+    "Nguyen", "Kim", "Patel", "Singh", "Chen", "Müller", "Schmidt", "Rossi", "Dubois", "Okafor",
+)
+
+ONLINE_NAMED_COURSES = (
+    "Code of Conduct", "Information Security Awareness", "Anti-Harassment Training",
+    "Workplace Safety", "Manager Essentials", "Data Privacy (GDPR)", "Sales Compliance",
+)
+NEW_HIRE_ILC = "New Hire Orientation"
+MULTI_SESSION_ILC = "Leadership Workshop Series"
+EXTRA_ILCS = ("Negotiation Workshop", "First Aid Certification")
+NAMED_COURSE_COUNT = len(ONLINE_NAMED_COURSES) + 2 + len(EXTRA_ILCS)
+COURSE_TOPICS = (
+    "Excel", "Project Management", "Public Speaking", "Time Management", "Python", "SQL",
+    "Customer Empathy", "Design Thinking", "Agile", "Cloud Basics", "Budgeting", "Writing",
+    "Negotiation", "Leadership", "Coaching", "Accessibility",
+)
+COURSE_LEVELS = ("Fundamentals", "Intermediate", "Advanced", "Masterclass", "Refresher", "Lab")
+LESSON_TYPES = ("ObjectLesson", "VideoLesson", "AssessmentLesson")
+
+API_USER_ID_NAME = "api-user"
+
+# Enrollment statuses with seeding weights (every status occurs in every seed).
+STATUS_WEIGHTS = {0: 24, 1: 24, 2: 2, 3: 36, 4: 3, 5: 3, 6: 1, 7: 1, 8: 1, 9: 1, 10: 1, 11: 1, 12: 2}
+
+
+def course_id(name: str) -> str:
+    """The stable id of the course with this exact name."""
+    return str(uuid.uuid5(NAMESPACE, f"course:{name}"))
+
+
+def department_id(name: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"department:{name}"))
+
+
+def user_id(external_id: str) -> str:
+    """The stable id of the seeded user with this HR employee id (``E000001``...)."""
+    return str(uuid.uuid5(NAMESPACE, f"user:{external_id}"))
+
+
+def chapter_id(course: str, position: int) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"chapter:{course}:{position}"))
+
+
+def lesson_id(course: str, chapter_position: int, position: int) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"lesson:{course}:{chapter_position}:{position}"))
+
+
+def session_id(course: str, position: int) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"session:{course}:{position}"))
+
+
+def api_user_id(username: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{API_USER_ID_NAME}:{username}"))
+
+
+def random_uuid(rng: random.Random) -> str:
+    """A version-4 shaped GUID from a seeded RNG (fast and repeatable)."""
+    h = f"{rng.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
+@dataclass(frozen=True)
+class Course:
+    id: str
+    name: str
+    course_type: str  # OnlineCourse | InstructorLedCourse
+    multi_session: bool = False
+    chapters: int = 0
+    lessons_per_chapter: int = 0
+    sessions: int = 0
+
+
+@dataclass
+class Person:
+    index: int
+    id: str
+    external_id: str
+    first_name: str
+    last_name: str
+    department: str
+    location: str
+    job_title: str
+    supervisor_id: str | None
+    hire_date: date
+    hr_status: str
+    termination_date: date | None
+    preprovisioned: bool
+    is_manager: bool
+
+
+def build_courses(size: str) -> list[Course]:
+    """The course catalogue: named compliance courses, ILCs and generated online courses."""
+    courses = [Course(course_id(n), n, "OnlineCourse", chapters=2, lessons_per_chapter=2)
+               for n in ONLINE_NAMED_COURSES]
+    courses.append(Course(course_id(NEW_HIRE_ILC), NEW_HIRE_ILC, "InstructorLedCourse", sessions=1))
+    courses.append(Course(course_id(MULTI_SESSION_ILC), MULTI_SESSION_ILC, "InstructorLedCourse",
+                          multi_session=True, sessions=3))
+    courses += [Course(course_id(n), n, "InstructorLedCourse", sessions=1) for n in EXTRA_ILCS]
+    for number in range(GENERATED_COURSES[size]):
+        topic = COURSE_TOPICS[number % len(COURSE_TOPICS)]
+        level = COURSE_LEVELS[(number // len(COURSE_TOPICS)) % len(COURSE_LEVELS)]
+        suffix = number // (len(COURSE_TOPICS) * len(COURSE_LEVELS))
+        name = f"{topic} {level}" + (f" {suffix + 1}" if suffix else "")
+        courses.append(Course(course_id(name), name, "OnlineCourse",
+                              chapters=1 + number % 3, lessons_per_chapter=1 + (number // 3) % 3))
+    return courses
+
+
+def build_people(count: int, rng: random.Random, today: date) -> list[Person]:
+    """People with managers, hire dates, leavers, people on leave and pre-provisioned hires."""
+    people: list[Person] = []
+    managers_by_department: dict[str, list[str]] = {d: [] for d in DEPARTMENTS}
+    manager_count = max(len(DEPARTMENTS), count // 8)
+    for index in range(count):
+        external_id = f"E{index + 1:06d}"
+        department = DEPARTMENTS[index % len(DEPARTMENTS)] if index < manager_count else rng.choice(DEPARTMENTS)
+        is_manager = index < manager_count
+        if index == 0:
+            supervisor = None
+        elif is_manager:
+            supervisor = people[rng.randrange(0, min(index, len(DEPARTMENTS)))].id
+        else:
+            supervisor = rng.choice(managers_by_department[department])
+        roll = rng.random()
+        preprovisioned = index >= manager_count and roll < 0.09
+        if preprovisioned:
+            hire_date = today + timedelta(days=rng.randint(-10, 30))
+        else:
+            hire_date = today - timedelta(days=rng.randint(20, 3650))
+        hr_status, termination = "active", None
+        if not preprovisioned and index >= manager_count:
+            if roll > 0.95:
+                hr_status = "terminated"
+                termination = today - timedelta(days=rng.randint(1, 400))
+                hire_date = min(hire_date, termination - timedelta(days=30))
+            elif roll > 0.93:
+                hr_status = "leave"
+        person = Person(
+            index=index, id=user_id(external_id), external_id=external_id,
+            first_name=rng.choice(FIRST_NAMES), last_name=rng.choice(LAST_NAMES),
+            department=department, location=rng.choice(LOCATIONS),
+            job_title=MANAGER_TITLE if is_manager else rng.choice(JOB_TITLES[department]),
+            supervisor_id=supervisor, hire_date=hire_date, hr_status=hr_status,
+            termination_date=termination, preprovisioned=preprovisioned, is_manager=is_manager,
+        )
+        people.append(person)
+        if is_manager:
+            managers_by_department[department].append(person.id)
+    return people
+
+
+def username_for(person: Person) -> str:
+    first = person.first_name.lower()
+    last = person.last_name.lower().replace("ü", "ue")
+    return f"{first}.{last}.{person.external_id[1:]}@example.com"
+
+
+def _user_rows(people: list[Person], now: str) -> Iterator[tuple]:
+    for p in people:
+        username = username_for(p)
+        yield (
+            p.id, username, department_id(p.department), p.first_name, p.last_name, username,
+            p.external_id, p.external_id[1:], p.job_title, p.location, to_iso(p.hire_date),
+            to_iso(p.termination_date), p.supervisor_id, 1 if p.hr_status == "terminated" else 0,
+            to_iso(p.hire_date - timedelta(days=14)), now, p.hr_status, int(p.preprovisioned),
+        )
+
+
+def _courses_for(person: Person, courses: list[Course], extra: list[Course], today: date,
+                 rng: random.Random) -> list[Course]:
+    """The courses a seeded person is enrolled in (compliance by attributes, plus electives)."""
+    by_name = {c.name: c for c in courses[:NAMED_COURSE_COUNT]}
+    chosen = [by_name[n] for n in ("Code of Conduct", "Information Security Awareness",
+                                   "Anti-Harassment Training") if rng.random() < 0.92]
+    if person.department == "Operations" or rng.random() < 0.15:
+        chosen.append(by_name["Workplace Safety"])
+    if person.is_manager:
+        chosen += [by_name["Manager Essentials"], by_name[MULTI_SESSION_ILC]]
+    if rng.random() < 0.6:
+        chosen.append(by_name["Data Privacy (GDPR)"])
+    if person.department == "Sales":
+        chosen.append(by_name["Sales Compliance"])
+    if (today - person.hire_date).days < 365:
+        chosen.append(by_name[NEW_HIRE_ILC])
+    if rng.random() < 0.05:
+        chosen.append(by_name[rng.choice(EXTRA_ILCS)])
+    if extra:
+        chosen += rng.sample(extra, min(len(extra), rng.randint(2, 9)))
+    return chosen
+
+
+def _iso_seconds(epoch_seconds: float | None) -> str | None:
+    """Fast stored-form formatting of a UTC epoch timestamp (the seed formats millions)."""
+    if epoch_seconds is None:
+        return None
+    return _EPOCH.__add__(timedelta(seconds=epoch_seconds)).isoformat(timespec="microseconds") + "Z"
+
+
+_EPOCH = datetime(1970, 1, 1)
+_DAY = 86_400
+
+
+def _enrollment_row(rng: random.Random, enrollment_id: str, person: Person, course: Course,
+                    status: int, enrolled: float, is_active: bool) -> tuple:
+    """One enrollment tuple; ``enrolled`` is epoch seconds. Dates follow from the status."""
+    rand = rng.random
+    started = completed = None
+    progress, score, ticks = 0.0, None, 0
+    if status not in (0, 2, 6, 8):
+        started = enrolled + int(rand() * 30 * _DAY)
+        ticks = int((60 + rand() * 6 * 3600) * TICKS_PER_SECOND)
+        progress = float(5 + int(rand() * 90))
+    if status in (3, 5, 4, 7, 12):
+        completed = started + int(rand() * 20 * _DAY)
+        score = float(70 + int(rand() * 31)) if status == 3 else float(40 + int(rand() * 61))
+        progress = 100.0
+    edited = completed or started or enrolled
+    due = enrolled + 30 * _DAY if rand() < 0.5 else None
+    return (
+        enrollment_id, person.id, course.id, status, progress, score, ticks,
+        _iso_seconds(enrolled), _iso_seconds(started), _iso_seconds(completed), None, _iso_seconds(due),
+        _iso_seconds(edited), None, None, 0, None, random_uuid(rng) if status == 3 else None, None,
+        int(is_active), None, 0,
+    )
+
+
+ENROLLMENT_COLUMNS = (
+    "id, user_id, course_id, status, progress, score, time_spent_ticks, date_added, date_started, "
+    "date_completed, date_expires, date_due, date_edited, access_date, course_version_id, "
+    "accepted_terms, enrollment_key_id, certificate_id, credits, is_active, course_collection_id, "
+    "activities_ready"
+)
+
+
+def _enrollment_rows(people: list[Person], courses: list[Course], today: date,
+                     rng: random.Random, session_rows: list[tuple]) -> Iterator[tuple]:
+    statuses = list(STATUS_WEIGHTS)
+    weights = list(STATUS_WEIGHTS.values())
+    extra = courses[NAMED_COURSE_COUNT:]
+    status_cycle = 0
+    for person in people:
+        if person.preprovisioned:
+            continue
+        for course in _courses_for(person, courses, extra, today, rng):
+            enrolled_day = max(person.hire_date, today - timedelta(days=720))
+            span_days = max(0, (today - enrolled_day).days - 1)
+            enrolled = (enrolled_day - _EPOCH.date()).days * _DAY + int(rng.random() * (span_days * _DAY + _DAY))
+            # Cycle through all statuses first so even a tiny seed holds every one of them.
+            status = statuses[status_cycle] if status_cycle < len(statuses) else rng.choices(statuses, weights)[0]
+            status_cycle += 1
+            if rng.random() < 0.03 and course.course_type == "OnlineCourse":
+                history_start = enrolled - 365 * _DAY
+                yield _enrollment_row(rng, random_uuid(rng), person, course, 3, history_start, False)
+            enrollment_id = random_uuid(rng)
+            row = _enrollment_row(rng, enrollment_id, person, course, status, enrolled, True)
+            if course.course_type == "InstructorLedCourse":
+                session = session_id(course.name, 1 + rng.randrange(course.sessions))
+                session_rows.append((
+                    random_uuid(rng), enrollment_id, session, person.id, course.id, status, row[4],
+                    row[5], row[6], row[7], row[8], row[9], row[12],
+                ))
+            yield row
+
+
+def _catalogue_rows(courses: list[Course], now: str, today: date) -> tuple[list, list, list, list]:
+    course_rows, chapter_rows, lesson_rows, session_rows = [], [], [], []
+    for number, course in enumerate(courses):
+        course_rows.append((
+            course.id, course.name, course.course_type, 0, f"{course.name} ({course.course_type})",
+            f"C{number + 1:04d}", to_iso(today - timedelta(days=900 - number)), now, int(course.multi_session),
+        ))
+        for chapter in range(1, course.chapters + 1):
+            chapter_rows.append((chapter_id(course.name, chapter), course.id, f"Chapter {chapter}", chapter))
+            for lesson in range(1, course.lessons_per_chapter + 1):
+                lesson_rows.append((
+                    lesson_id(course.name, chapter, lesson), course.id, chapter_id(course.name, chapter),
+                    f"Lesson {chapter}.{lesson}", LESSON_TYPES[(chapter + lesson) % len(LESSON_TYPES)],
+                    (chapter - 1) * course.lessons_per_chapter + lesson,
+                ))
+        for session in range(1, course.sessions + 1):
+            session_rows.append((session_id(course.name, session), course.id, f"Session {session}",
+                                 to_iso(today + timedelta(days=7 * session))))
+    return course_rows, chapter_rows, lesson_rows, session_rows
+
+
+def seed_database(conn: sqlite3.Connection, size: str, *, api_username: str,
+                  today: date | None = None) -> dict[str, int]:
+    """Fill an empty store with the ``size`` organisation; returns row counts per table."""
+    if size not in SEED_SIZES:
+        raise ValueError(f"unknown seed {size!r}; choose one of {', '.join(SEED_SIZES)}")
+    today = today or datetime.now(UTC).date()
+    rng = random.Random(f"absorb-sandbox:{size}")
+    now = to_iso(datetime.now(UTC))
+    store.create_schema(conn)
+    conn.execute("BEGIN")
+    try:
+        conn.executemany("INSERT INTO departments VALUES (?, ?)",
+                         [(department_id(d), d) for d in DEPARTMENTS])
+        courses = build_courses(size) if size != "none" else []
+        course_rows, chapter_rows, lesson_rows, catalogue_sessions = _catalogue_rows(courses, now, today)
+        conn.executemany("INSERT INTO courses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", course_rows)
+        conn.executemany("INSERT INTO chapters VALUES (?, ?, ?, ?)", chapter_rows)
+        conn.executemany("INSERT INTO lessons VALUES (?, ?, ?, ?, ?, ?)", lesson_rows)
+        conn.executemany("INSERT INTO sessions VALUES (?, ?, ?, ?)", catalogue_sessions)
+        people = build_people(SEED_SIZES[size], rng, today)
+        conn.executemany(f"INSERT INTO users VALUES ({', '.join('?' * 18)})", _user_rows(people, now))
+        ensure_api_user(conn, api_username)
+        session_enrollments: list[tuple] = []
+        conn.executemany(f"INSERT INTO enrollments ({ENROLLMENT_COLUMNS}) VALUES ({', '.join('?' * 22)})",
+                         _enrollment_rows(people, courses, today, rng, session_enrollments))
+        conn.executemany(f"INSERT INTO session_enrollments VALUES ({', '.join('?' * 13)})", session_enrollments)
+        store.set_meta(conn, "seed", size)
+        store.set_meta(conn, "anchor_date", today.isoformat())
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    store.create_indices(conn)
+    return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+            for table in ("users", "courses", "enrollments", "session_enrollments")}
+
+
+def ensure_api_user(conn: sqlite3.Connection, username: str) -> str:
+    """Make sure the API user exists (it is a user of the portal too); returns its id."""
+    row = conn.execute("SELECT id FROM users WHERE username = ?", (username,)).fetchone()
+    if row:
+        return row[0]
+    new_id = api_user_id(username)
+    now = to_iso(datetime.now(UTC))
+    conn.execute(
+        "INSERT INTO users (id, username, department_id, first_name, last_name, email, job_title, "
+        "location, active_status, date_added, date_edited, hr_status, preprovisioned) "
+        "VALUES (?, ?, ?, 'Airflow', 'Integration', NULL, 'Integration Account', NULL, 0, ?, ?, 'active', 0)",
+        (new_id, username, department_id("Operations"), now, now),
+    )
+    return new_id
