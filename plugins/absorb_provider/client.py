@@ -45,9 +45,11 @@ class RetryPolicy:
     base_delay: float = 0.25
     max_delay: float = 20.0
     total_budget: float = 180.0
+    min_delay: float = 0.0
 
     def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return max(self.min_delay, random.uniform(0, ceiling))
 
 
 @dataclass

@@ -19,9 +19,13 @@ def isolated_token_state(tmp_path, monkeypatch):
     token_store._MANAGERS.clear()
 
 
-def connection_env(server, conn_id: str = "absorb_default", **extra) -> tuple[str, str]:
+def connection_env(
+    server, conn_id: str = "absorb_default", password: str | None = None, **extra
+) -> tuple[str, str]:
     data = json.loads(server.airflow_connection_json(conn_id))
     data["extra"].update(extra)
+    if password is not None:
+        data["password"] = password
     return f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(data)
 
 
@@ -32,8 +36,8 @@ def hook_for(monkeypatch):
 
     created = []
 
-    def build(server, conn_id: str = "absorb_default", **extra) -> AbsorbHook:
-        name, value = connection_env(server, conn_id, **extra)
+    def build(server, conn_id: str = "absorb_default", password: str | None = None, **extra) -> AbsorbHook:
+        name, value = connection_env(server, conn_id, password, **extra)
         monkeypatch.setenv(name, value)
         hook = AbsorbHook(conn_id)
         created.append(hook)
@@ -60,3 +64,35 @@ def write_hook(hook_for, fresh_sandbox):
 def captured_logs(caplog):
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+@pytest.fixture(scope="module")
+def module_sandbox(tmp_path_factory):
+    """A writable sandbox shared by one test module (tests in it create their own users)."""
+    from absorb_sandbox.testing import SandboxServer
+
+    server = SandboxServer(db_path=tmp_path_factory.mktemp("absorb") / "absorb.db", seed="small").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def new_user(hook_for, module_sandbox):
+    """Creates a fresh learner (no enrollments) through the hook and returns its id."""
+    import uuid
+
+    hook = hook_for(module_sandbox)
+    suffix = uuid.uuid4().hex[:8]
+    created = hook.upsert_user(
+        {
+            "username": f"test.learner.{suffix}@example.com",
+            "firstName": "Test",
+            "lastName": f"Learner {suffix}",
+            "emailAddress": f"test.learner.{suffix}@example.com",
+            "externalId": f"T{suffix}",
+            "password": f"Pw-{suffix}-Aa1!",
+        }
+    )
+    user_id = created.get("id") or created.get("userId")
+    assert user_id, created
+    return user_id

@@ -441,10 +441,6 @@ class AbsorbHook(BaseHook):
         """``GET /courses`` (paged generator)."""
         return self.client.paginate("courses", "courses", {"_filter": filter, "_sort": sort}, page_size)
 
-    def get_course(self, course_id: str) -> dict:
-        """``GET /courses/{id}``."""
-        return self.client.get(f"courses/{guid(course_id, 'course_id')}")
-
     def list_departments(
         self, filter: str | None = None, sort: str | None = None, page_size: int = MAX_PAGE_SIZE
     ) -> Iterator[dict]:
@@ -452,10 +448,6 @@ class AbsorbHook(BaseHook):
         return self.client.paginate(
             "departments", "departments", {"_filter": filter, "_sort": sort}, page_size
         )
-
-    def get_department(self, department_id: str) -> dict:
-        """``GET /departments/{id}``."""
-        return self.client.get(f"departments/{guid(department_id, 'department_id')}")
 
     # --- bulk writes ----------------------------------------------------------------------------
 

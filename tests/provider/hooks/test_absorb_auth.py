@@ -1,0 +1,123 @@
+"""Token life cycle: one shared token across processes, expiry, re-login rules, no secret leaks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from absorb_provider import token_store
+from absorb_provider.exceptions import AbsorbAuthError
+from absorb_sandbox import seed
+from absorb_sandbox.testing import DEFAULT_API_KEY, DEFAULT_PASSWORD
+
+WORKER = Path(__file__).with_name("token_worker.py")
+PROCESSES = 16
+
+
+def _statuses(server) -> dict[str, int]:
+    return server.stats()["by_status"]
+
+
+def test_sixteen_processes_share_one_token(sandbox_factory, tmp_path, isolated_token_state):
+    server = sandbox_factory("race")
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_ABSORB_DEFAULT": server.airflow_connection_json(),
+        token_store.STATE_DIR_ENV: str(isolated_token_state),
+    }
+    go = tmp_path / "go"
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(PROCESSES)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout.readline().strip() == "ready", worker.stderr.read()
+        go.touch()
+        results = [
+            json.loads(worker.communicate(timeout=120)[0].strip().splitlines()[-1]) for worker in workers
+        ]
+    finally:
+        for worker in workers:
+            worker.kill() if worker.poll() is None else None
+    assert [r["errors"] for r in results] == [[]] * PROCESSES
+    assert sum(r["ok"] for r in results) == 3 * PROCESSES
+    stats = server.stats()
+    assert stats["authenticate_calls"] <= 2, stats
+    assert all(code.startswith("2") for code in stats["by_status"]), stats["by_status"]
+
+
+def test_expired_token_is_renewed_once(hook_for, sandbox_factory):
+    server = sandbox_factory("ttl", token_ttl=2)
+    hook = hook_for(server)
+    hook.get_user(seed.user_id("E000001"))
+    time.sleep(2.5)
+    hook.get_user(seed.user_id("E000002"))
+    hook.get_user(seed.user_id("E000003"))
+    stats = server.stats()
+    assert stats["authenticate_calls"] == 2
+    assert _statuses(server).get("401") == 1
+
+
+def test_401_adopts_a_newer_shared_token_instead_of_logging_in(hook_for, sandbox_factory):
+    server = sandbox_factory("adopt")
+    first = hook_for(server)
+    first.get_user(seed.user_id("E000001"))
+    old = first.client.tokens.current()
+    # another process logs in (its token now the shared one; ours is dead at Absorb)
+    token_store._MANAGERS.clear()
+    other = hook_for(server, conn_id="absorb_other")
+    other.client.tokens.replace_rejected(old)
+    assert server.stats()["authenticate_calls"] == 2
+    first.get_user(seed.user_id("E000002"))  # 401 -> adopts the stored token, no third login
+    assert server.stats()["authenticate_calls"] == 2
+    assert first.client.tokens.current().value == other.client.tokens.current().value
+
+
+def test_test_connection_success_and_failure(hook_for, sandbox):
+    ok, message = hook_for(sandbox).test_connection()
+    assert ok, message
+    assert "authenticated" in message
+    ok, message = hook_for(sandbox, conn_id="absorb_bad", password="wrong-Password-123").test_connection()
+    assert not ok
+    assert "AbsorbAuthError" in message and "wrong-Password-123" not in message
+
+
+def test_no_secret_in_logs_exceptions_or_files(
+    hook_for, sandbox_factory, captured_logs, isolated_token_state
+):
+    server = sandbox_factory("secrets")
+    wrong = "Wr0ng-Secret-Passw0rd"
+    bad = hook_for(server, conn_id="absorb_wrong", password=wrong)
+    with pytest.raises(AbsorbAuthError) as failure:
+        bad.get_user(seed.user_id("E000001"))
+    assert server.stats()["authenticate_calls"] == 1  # a refused login is not retried
+    text = f"{failure.value!s} {failure.value!r} {failure.value.__cause__!r}"
+    assert failure.value.status in (400, 401)
+
+    good = hook_for(server)
+    good.get_user(seed.user_id("E000001"))
+    token = good.client.tokens.current().value
+    secrets = [wrong, DEFAULT_PASSWORD, DEFAULT_API_KEY, token]
+    for secret in secrets:
+        assert secret not in text
+        assert secret not in captured_logs.text
+    for path in isolated_token_state.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert not any(secret.encode() in content for secret in secrets), path
+    from airflow.sdk._shared.secrets_masker.secrets_masker import redact
+
+    assert token not in str(redact(f"Authorization: Bearer {token}"))
+    assert DEFAULT_API_KEY not in str(redact(f"key {DEFAULT_API_KEY}"))
