@@ -63,7 +63,9 @@ class AirflowApi:
         return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 
     def runs(self, dag_id: str, **params) -> list[dict]:
-        return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100, **params})["dag_runs"]
+        return self._call("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100, **params})[
+            "dag_runs"
+        ]
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 180) -> dict:
         deadline = time.monotonic() + timeout
@@ -87,11 +89,15 @@ class AirflowApi:
             states[key] = ti["state"]
         return states
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1
+    ) -> Any:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
         return self._call("GET", path, params={"map_index": map_index, "deserialize": True})["value"]
 
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> str:
+    def task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
+    ) -> str:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
         response = self.session.get(
             f"{self.base_url}{path}",
@@ -101,7 +107,9 @@ class AirflowApi:
         )
         return response.text
 
-    def trigger_and_wait(self, dag_id: str, conf: dict | None = None, timeout: float = 180) -> tuple[dict, dict]:
+    def trigger_and_wait(
+        self, dag_id: str, conf: dict | None = None, timeout: float = 180
+    ) -> tuple[dict, dict]:
         """Triggers, waits; returns (run, task states)."""
         run_id = self.trigger(dag_id, conf)
         run = self.wait_for_run(dag_id, run_id, timeout)

@@ -24,7 +24,9 @@ def _services_available() -> str | None:
     import redis
 
     try:
-        psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3).close()
+        psycopg2.connect(
+            host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3
+        ).close()
     except psycopg2.Error as exc:
         return f"PostgreSQL at 127.0.0.1:5432 (user postgres) unavailable: {exc}"
     try:
@@ -47,6 +49,20 @@ def e2e_sandbox(e2e_workdir) -> Iterator:
     server = SandboxServer(db_path=e2e_workdir / "sandbox.db", seed="small").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def hr_feed(e2e_workdir, e2e_sandbox):
+    """``hr_feed(name, changes=0, seed=0) -> (path, summary)``: a feed of the e2e sandbox's own people,
+    with ``changes`` hires/movers/leavers mixed in (absorb_sandbox.hr_feed)."""
+    from absorb_sandbox.hr_feed import export_hr_feed
+
+    def make(name: str, changes: int = 0, seed: int = 0) -> tuple[Path, dict]:
+        target = e2e_workdir / "feeds" / name
+        summary = export_hr_feed(e2e_workdir / "sandbox.db", target, changes=changes, seed=seed)
+        return target, summary
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -99,4 +115,3 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 def airflow_api(cluster) -> AirflowApi:
     return AirflowApi(cluster.base_url)
-

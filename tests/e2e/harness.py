@@ -9,6 +9,7 @@ what it started and prove that nothing was left behind.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -144,6 +145,9 @@ class AirflowCluster:
                 "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
                 "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "10",
+                # Unpausing the @daily project DAGs would start a run with default Params against the
+                # sandbox at once; tests trigger runs themselves. The scheduled-run test turns this on.
+                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
                 "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
@@ -153,6 +157,16 @@ class AirflowCluster:
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
                 "AIRFLOW_CONN_ABSORB_DEFAULT": self.sandbox_connection_json,
+                # the export's SQL target: a table in this session's own database
+                "AIRFLOW_CONN_E2E_WAREHOUSE": json.dumps(
+                    {
+                        "conn_type": "postgres",
+                        "host": "127.0.0.1",
+                        "port": 5432,
+                        "login": "postgres",
+                        "schema": self.db_name,
+                    }
+                ),
             }
         )
         env.update(self.extra_env)
@@ -176,7 +190,9 @@ class AirflowCluster:
             timeout=120,
         )
         airflow = str(VENV_BIN / "airflow")
-        self._spawn("api-server", [airflow, "api-server", "--port", str(self.api_port), "--host", "127.0.0.1"])
+        self._spawn(
+            "api-server", [airflow, "api-server", "--port", str(self.api_port), "--host", "127.0.0.1"]
+        )
         self._spawn("scheduler", [airflow, "scheduler"])
         self._spawn("dag-processor", [airflow, "dag-processor"])
         self._spawn("triggerer", [airflow, "triggerer"])
@@ -192,11 +208,22 @@ class AirflowCluster:
         try:
             wait_until(lambda: self._alive() and self._api_healthy(), 120, "the api-server health endpoint")
             for name in WORKER_NAMES:
-                wait_until(lambda n=name: self._alive() and "ready." in self.log(n), 120, f"celery worker {name}")
+                wait_until(
+                    lambda n=name: self._alive() and "ready." in self.log(n), 120, f"celery worker {name}"
+                )
         except Exception:
             print(self.diagnostics())
             raise
         return self
+
+    def restart(self, name: str, extra_env: dict[str, str] | None = None) -> None:
+        """Restarts one component with extra settings (e.g. the scheduler with its timetables on)."""
+        component = next(c for c in self.components if c.name == name)
+        self._terminate(component)
+        self.components.remove(component)
+        log_path = component.log_path
+        log_path.rename(log_path.with_suffix(f".{int(time.time())}.log"))
+        self._spawn(name, component.argv, component.extra_env | (extra_env or {}))
 
     def stop(self) -> list[str]:
         """Stops every component by process group; returns descriptions of stray processes found."""
@@ -237,7 +264,9 @@ class AirflowCluster:
         parts = []
         for component in self.components:
             state = "running" if component.process and component.process.poll() is None else "exited"
-            parts.append(f"===== {component.name} ({state}) — {component.log_path}\n{tail(component.log_path, lines)}")
+            parts.append(
+                f"===== {component.name} ({state}) — {component.log_path}\n{tail(component.log_path, lines)}"
+            )
         return "\n".join(parts)
 
     # ---- internals ---------------------------------------------------------------------------
@@ -273,6 +302,18 @@ class AirflowCluster:
         conn.close()
         self._db_created = False
 
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows of ``sql`` run against this session's database (the metadata db and the export table)."""
+        import psycopg2
+
+        conn = psycopg2.connect(**(PG_ADMIN_DSN | {"dbname": self.db_name}))
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall()
+        finally:
+            conn.close()
+
     def database_exists(self) -> bool:
         import psycopg2
 
@@ -292,7 +333,9 @@ class AirflowCluster:
     def _run_once(self, name: str, argv: list[str], timeout: float) -> None:
         log_path = self.logs / f"{name}.log"
         with log_path.open("w") as log:
-            result = subprocess.run(argv, env=self.env(), stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+            result = subprocess.run(
+                argv, env=self.env(), stdout=log, stderr=subprocess.STDOUT, timeout=timeout
+            )
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[:3])} failed ({result.returncode}):\n{tail(log_path)}")
 

@@ -87,20 +87,31 @@ def test_defaults_to_the_local_sandbox(airflow_db):
 
 
 def test_env_connection_or_pool_only_skips_the_connection(airflow_db, portal_env):
-    env = portal_env | {"ABSORB_CONN_ID": "absorb_env_only", "AIRFLOW_CONN_ABSORB_ENV_ONLY": '{"conn_type": "absorb"}'}
+    env = portal_env | {
+        "ABSORB_CONN_ID": "absorb_env_only",
+        "AIRFLOW_CONN_ABSORB_ENV_ONLY": '{"conn_type": "absorb"}',
+    }
     assert "connection absorb_env_only: skipped (AIRFLOW_CONN_ABSORB_ENV_ONLY is set)" in _bootstrap(env)
-    assert "skipped (--pool-only)" in _bootstrap(portal_env | {"ABSORB_CONN_ID": "absorb_pool_only"}, "--pool-only")
+    assert "skipped (--pool-only)" in _bootstrap(
+        portal_env | {"ABSORB_CONN_ID": "absorb_pool_only"}, "--pool-only"
+    )
     from airflow.models import Connection
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        found = session.query(Connection).filter(Connection.conn_id.in_(["absorb_env_only", "absorb_pool_only"])).count()
+        found = (
+            session.query(Connection)
+            .filter(Connection.conn_id.in_(["absorb_env_only", "absorb_pool_only"]))
+            .count()
+        )
     assert found == 0
 
 
 def test_rejects_a_base_url_without_scheme(airflow_db):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ABSORB_")}
     env["ABSORB_BASE_URL"] = "rest.myabsorb.com"
-    result = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode != 0
     assert "ABSORB_BASE_URL must start with http:// or https://" in result.stderr

@@ -58,9 +58,14 @@ def test_airflow_services_share_executor_execution_api_and_mounts(resolved):
         service = resolved["services"][name]
         env = service["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
-        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/", name
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/", (
+            name
+        )
         assert env["AIRFLOW__API_AUTH__JWT_SECRET"], f"{name}: components must share a JWT secret"
-        targets = {volume["target"] if isinstance(volume, dict) else volume.split(":")[1] for volume in service["volumes"]}
+        targets = {
+            volume["target"] if isinstance(volume, dict) else volume.split(":")[1]
+            for volume in service["volumes"]
+        }
         assert {"/opt/airflow/dags", "/opt/airflow/plugins", "/opt/airflow/include"} <= targets, name
         assert service["build"], f"{name} must use the project image (provider installed)"
 
@@ -69,8 +74,16 @@ def test_init_migrates_and_bootstraps_before_the_others_start(resolved):
     services = resolved["services"]
     init_script = " ".join(services["airflow-init"]["command"])
     assert "airflow db migrate" in init_script and "bootstrap_airflow.py" in init_script
-    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"):
-        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully", name
+    for name in (
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-worker",
+    ):
+        assert (
+            services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+        ), name
     assert services["airflow-init"]["environment"]["ABSORB_SANDBOX_URL"] == "http://absorb-sandbox:8765"
 
 

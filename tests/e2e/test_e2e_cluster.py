@@ -51,13 +51,20 @@ def test_mapped_api_tasks_run_on_both_workers_with_one_token(loaded, e2e_sandbox
     run, states = loaded.trigger_and_wait("e2e_parallel_absorb", timeout=240)
     assert run["state"] == "success", states
 
-    tis = [ti for ti in loaded.task_instances("e2e_parallel_absorb", run["dag_run_id"]) if ti["task_id"] == "read_absorb"]
+    tis = [
+        ti
+        for ti in loaded.task_instances("e2e_parallel_absorb", run["dag_run_id"])
+        if ti["task_id"] == "read_absorb"
+    ]
     assert len(tis) == 8 and all(ti["state"] == "success" for ti in tis)
     hosts = {ti["hostname"] for ti in tis}
     assert hosts == set(WORKER_NAMES), f"mapped tasks ran on {hosts}, expected both workers"
 
     # "at once": some task on one worker overlapped in time with a task on the other
-    by_host = {h: [(_parse(t["start_date"]), _parse(t["end_date"])) for t in tis if t["hostname"] == h] for h in hosts}
+    by_host = {
+        h: [(_parse(t["start_date"]), _parse(t["end_date"])) for t in tis if t["hostname"] == h]
+        for h in hosts
+    }
     first, second = (by_host[name] for name in WORKER_NAMES)
     assert any(a0 < b1 and b0 < a1 for a0, a1 in first for b0, b1 in second), "workers never ran concurrently"
 
@@ -69,20 +76,27 @@ def test_mapped_api_tasks_run_on_both_workers_with_one_token(loaded, e2e_sandbox
     assert 1 <= authenticate_calls <= 2, f"{authenticate_calls} /authenticate calls for 8 parallel tasks"
 
 
-def test_scheduler_starts_a_scheduled_run_that_appears_in_history(loaded):
+def test_scheduler_starts_a_scheduled_run_that_appears_in_history(loaded, cluster):
     dag_id = "e2e_scheduled_heartbeat"
+    for project_dag in PROJECT_DAGS:  # only the heartbeat may run on its timetable
+        loaded.set_paused(project_dag, True)
+    cluster.restart("scheduler", {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True"})
     loaded.set_paused(dag_id, False)
+    runs: list[dict] = []
     try:
         deadline = time.monotonic() + 120
-        finished = []
+        finished: list[dict] = []
         while time.monotonic() < deadline and not finished:
             runs = loaded.runs(dag_id, run_type=["scheduled"])
             finished = [r for r in runs if r["state"] in ("success", "failed")]
             time.sleep(1)
     finally:
         loaded.set_paused(dag_id, True)
+        cluster.restart("scheduler")
     assert finished, f"no scheduled run finished: {runs}"
     run = finished[0]
     assert run["run_type"] == "scheduled" and run["triggered_by"] == "timetable"
     assert run["state"] == "success"
     assert loaded.task_states(dag_id, run["dag_run_id"]) == {"beat": "success"}
+    history = {r["dag_run_id"] for r in loaded.runs(dag_id)}
+    assert run["dag_run_id"] in history

@@ -1,0 +1,165 @@
+"""The Airflow UI in headless Chromium: trigger the sync from its Params form, find the run, and see
+the Absorb connection form. Screenshots land in var/artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import ARTIFACTS
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SHOTS = ARTIFACTS / "screenshots"
+SYNC_DAG = "absorb_hr_enrollment_sync"
+CHROME_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+        reason="Debian chromium/chromedriver not installed (make setup installs them)",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="e2e-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in [*CHROME_FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    # An explicit driver path: Selenium Manager never downloads anything.
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.implicitly_wait(0)
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _wait(driver, condition, timeout: float = 30):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def _css(driver, selector: str, timeout: float = 30):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    return _wait(driver, ec.element_to_be_clickable((By.CSS_SELECTOR, selector)), timeout)
+
+
+def _replace_text(element, value: str) -> None:
+    """React inputs ignore a programmatic clear(); select all and type over it."""
+    from selenium.webdriver.common.keys import Keys
+
+    element.send_keys(Keys.CONTROL, "a")
+    element.send_keys(Keys.DELETE)
+    element.send_keys(value)
+
+
+def _shot(driver, name: str) -> Path:
+    path = SHOTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    return path
+
+
+def test_trigger_sync_from_its_params_form_and_see_the_run(browser, cluster, airflow_api, hr_feed):
+    from selenium.webdriver.common.by import By
+
+    airflow_api.wait_for_dags({SYNC_DAG})
+    feed, _ = hr_feed("browser_dry_run.csv")
+    runs_before = {run["dag_run_id"] for run in airflow_api.runs(SYNC_DAG)}
+
+    browser.get(f"{cluster.base_url}/dags/{SYNC_DAG}")
+    _css(browser, '[data-testid="trigger-dag-button"]').click()
+    feed_input = _css(browser, "#element_feed_path")
+    assert (
+        "absorb_hr_enrollment_sync" in browser.find_element(By.CSS_SELECTOR, ".chakra-dialog__content").text
+    )
+    _replace_text(feed_input, str(feed))
+    dry_run = browser.find_element(By.CSS_SELECTOR, 'input[name="element_dry_run"]')
+    if not dry_run.is_selected():
+        browser.execute_script("arguments[0].click();", dry_run)
+    _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'input[name="element_dry_run"]').is_selected())
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", feed_input)
+    _shot(browser, "01_sync_trigger_form")
+    _css(browser, '[data-testid="trigger-dag-submit"]').click()
+
+    new_run = _wait(
+        browser, lambda d: [r for r in airflow_api.runs(SYNC_DAG) if r["dag_run_id"] not in runs_before], 30
+    )[0]
+    assert new_run["conf"]["feed_path"] == str(feed)
+    assert new_run["conf"]["dry_run"] is True
+    assert new_run["run_type"] == "manual"
+
+    browser.get(f"{cluster.base_url}/dags/{SYNC_DAG}/runs")
+    _wait(browser, lambda d: new_run["dag_run_id"] in d.find_element(By.TAG_NAME, "body").text, 30)
+    _shot(browser, "02_sync_run_listed")
+
+    finished = airflow_api.wait_for_run(SYNC_DAG, new_run["dag_run_id"], timeout=240)
+    states = airflow_api.task_states(SYNC_DAG, new_run["dag_run_id"])
+    assert finished["state"] == "success", states
+    browser.get(f"{cluster.base_url}/dags/{SYNC_DAG}/runs/{new_run['dag_run_id']}")
+    _wait(browser, lambda d: "gate_plan" in d.find_element(By.TAG_NAME, "body").text, 30)
+    time.sleep(1)  # let the grid paint its colours for the artifact
+    _shot(browser, "03_sync_run_detail")
+
+
+def test_absorb_connection_form_shows_its_fields(browser, cluster):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{cluster.base_url}/connections")
+    add = _wait(
+        browser,
+        lambda d: next(
+            (b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Add Connection"), None
+        ),
+    )
+    add.click()
+    combo = _css(browser, '.chakra-dialog__content input[role="combobox"]')
+    combo.send_keys("Absorb")
+    _wait(
+        browser,
+        lambda d: any(o.text == "Absorb LMS" for o in d.find_elements(By.CSS_SELECTOR, '[role="option"]')),
+    )
+    combo.send_keys(Keys.ENTER)
+    dialog = _css(browser, ".chakra-dialog__content")
+    _wait(browser, lambda d: "Custom base URL (optional)" in dialog.text)
+    standard = dialog.text
+    for label in ("Custom base URL (optional)", "Username", "Password"):
+        assert label in standard, f"Absorb connection form lacks {label!r}:\n{standard}"
+    for hidden in ("Port", "Schema", "Host", "Login"):
+        assert f"\n{hidden}\n" not in f"\n{standard}\n", f"{hidden} should be hidden or relabelled"
+    _shot(browser, "04_absorb_connection_standard_fields")
+
+    next(b for b in dialog.find_elements(By.TAG_NAME, "button") if b.text == "Extra Fields").click()
+    _wait(browser, lambda d: "Private API key" in dialog.text)
+    extra = dialog.text
+    for label in ("Region", "Private API key", "Timeout (seconds)", "Requests per second"):
+        assert label in extra, f"Absorb connection extra fields lack {label!r}:\n{extra}"
+    _shot(browser, "05_absorb_connection_extra_fields")

@@ -1,0 +1,186 @@
+"""The three project DAGs on the Celery cluster, triggered and inspected through the REST API only,
+with the sandbox's state and request counters as the judge.
+
+The tests share one sandbox and run in order, each building on the state the previous one left:
+first sync -> hires/movers/leavers handed to the unenrollment DAG -> a mass termination refused at
+the plan gate, then applied with an override -> a full completion export into PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+SYNC = "absorb_hr_enrollment_sync"
+UNENROLL = "absorb_bulk_unenrollment"
+EXPORT = "absorb_completion_export"
+COMPLETE = 3
+
+
+@pytest.fixture(scope="module")
+def api(airflow_api):
+    airflow_api.wait_for_dags({SYNC, UNENROLL, EXPORT})
+    for dag_id in (SYNC, UNENROLL, EXPORT):
+        airflow_api.set_paused(dag_id, False)
+    yield airflow_api
+    for dag_id in (SYNC, UNENROLL, EXPORT):
+        airflow_api.set_paused(dag_id, True)
+
+
+@pytest.fixture(scope="module")
+def hook(e2e_sandbox):
+    """A hook on the e2e sandbox for reading its state back (used only between runs)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("AIRFLOW_CONN_ABSORB_DEFAULT", e2e_sandbox.airflow_connection_json())
+    from absorb_provider.hooks.absorb import AbsorbHook
+
+    yield AbsorbHook()
+    patch.undo()
+
+
+def run_folder(e2e_workdir: Path, dag_id: str, run_id: str) -> Path:
+    from absorb_sync.jobs.runtime import run_key
+
+    return e2e_workdir / "output" / dag_id / run_key(run_id)
+
+
+def summary_of(e2e_workdir: Path, dag_id: str, run_id: str) -> dict:
+    return json.loads((run_folder(e2e_workdir, dag_id, run_id) / "summary.json").read_text())
+
+
+def active_enrollments(hook) -> dict[tuple[str, str], dict]:
+    pairs = {}
+    for course in hook.list_courses():
+        for row in hook.list_course_enrollments(course["id"]):
+            if row.get("isActive", True):
+                pairs[(row["userId"], row["courseId"])] = row
+    return pairs
+
+
+def writes(sandbox) -> int:
+    return sandbox.stats()["write_calls"]
+
+
+@pytest.fixture(scope="module")
+def changes(hr_feed):
+    return hr_feed("changes.csv", changes=12, seed=5)
+
+
+def test_sync_enrolls_people_from_the_feed(api, hook, e2e_sandbox, hr_feed, e2e_workdir):
+    feed, _ = hr_feed("baseline.csv")
+    before = active_enrollments(hook)
+    run, states = api.trigger_and_wait(SYNC, {"feed_path": str(feed)}, timeout=300)
+    assert run["state"] == "success", states
+    assert states["apply_plan"] == "success" and states["trigger_unenrollment"] == "skipped"
+
+    summary = summary_of(e2e_workdir, SYNC, run["dag_run_id"])
+    assert summary["dry_run"] is False and summary["plan"]["enroll"] > 0
+    assert summary["verification_mismatches"] == 0 and summary["outcomes"].get("failed", 0) == 0
+    after = active_enrollments(hook)
+    gained = set(after) - set(before)
+    assert (
+        len(gained) == summary["outcomes"].get("created", 0) + summary["outcomes"].get("updated", 0) or gained
+    )
+    assert len(gained) >= summary["plan"]["enroll"] - summary["outcomes"].get("already_enrolled", 0)
+
+    # the XCom carries a summary, not the data set
+    xcom = api.xcom(SYNC, run["dag_run_id"], "verify_and_report")
+    assert len(json.dumps(xcom)) < 20_000
+
+
+def test_leavers_are_handed_to_the_unenrollment_dag(api, hook, e2e_sandbox, changes, e2e_workdir):
+    feed, kinds = changes
+    leavers = [v if isinstance(v, str) else v["employee_id"] for v in kinds["leavers"]]
+    assert leavers, kinds
+    users = {u["externalId"]: u["id"] for u in hook.list_users() if u.get("externalId") in leavers}
+
+    run, states = api.trigger_and_wait(SYNC, {"feed_path": str(feed)}, timeout=300)
+    assert run["state"] == "success", states
+    assert states["trigger_unenrollment"] == "success"
+    assert set(leavers) <= set(summary_of(e2e_workdir, SYNC, run["dag_run_id"])["leavers_handed_over"])
+
+    handed_run_id = f"leavers__{run['dag_run_id']}"
+    unenroll_run = api.wait_for_run(UNENROLL, handed_run_id, timeout=240)
+    unenroll_states = api.task_states(UNENROLL, handed_run_id)
+    assert unenroll_run["state"] == "success", unenroll_states
+    assert unenroll_run["run_type"] == "manual" and unenroll_run["conf"]["people"]
+
+    for user_id in users.values():
+        remaining = [e for e in hook.list_user_enrollments(user_id) if e.get("isActive", True)]
+        assert all(e["status"] == COMPLETE for e in remaining), (
+            f"{user_id} keeps open enrollments: {remaining}"
+        )
+
+    # triggered by hand with conf, the same people again: nothing left to remove, no writes
+    before = writes(e2e_sandbox)
+    again, again_states = api.trigger_and_wait(
+        UNENROLL, {"people": leavers, "reason": "e2e re-run"}, timeout=240
+    )
+    assert again["state"] == "success", again_states
+    assert writes(e2e_sandbox) == before
+    assert summary_of(e2e_workdir, UNENROLL, again["dag_run_id"])["resolved"]["targets"] == 0
+
+
+def test_mass_termination_fails_at_the_plan_gate_then_applies_with_an_override(
+    api, hook, e2e_sandbox, changes, e2e_workdir
+):
+    feed, _ = changes
+    with feed.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header, rows = list(reader.fieldnames or []), list(reader)
+    yesterday = (date.today() - timedelta(days=1)).isoformat()
+    active = [r for r in rows if r["status"] == "active" and r["hire_date"] <= yesterday]
+    for row in active[: len(active) // 4]:
+        row.update(status="terminated", termination_date=yesterday)
+    mass = feed.with_name("mass_termination.csv")
+    with mass.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+
+    before_writes, before_pairs = writes(e2e_sandbox), active_enrollments(hook)
+    refused, states = api.trigger_and_wait(SYNC, {"feed_path": str(mass)}, timeout=300)
+    assert refused["state"] == "failed"
+    assert states["gate_plan"] == "failed", states
+    assert states["apply_plan"] == "upstream_failed" and states["verify_and_report"] == "upstream_failed"
+    assert writes(e2e_sandbox) == before_writes, "a refused plan must not write to Absorb"
+    assert active_enrollments(hook).keys() == before_pairs.keys()
+    decision = json.loads(
+        (run_folder(e2e_workdir, SYNC, refused["dag_run_id"]) / "plan_decision.json").read_text()
+    )
+    assert not decision["allowed"] and any("max_removal_pct" in reason for reason in decision["reasons"])
+
+    reason = "e2e: reorganisation approved in ticket HR-1234"
+    applied, states = api.trigger_and_wait(
+        SYNC,
+        {"feed_path": str(mass), "override_thresholds": True, "override_reason": reason},
+        timeout=300,
+    )
+    assert applied["state"] == "success", states
+    summary = summary_of(e2e_workdir, SYNC, applied["dag_run_id"])
+    assert summary["plan_gate"]["overridden"] and summary["plan_gate"]["override_reason"] == reason
+    assert writes(e2e_sandbox) > before_writes
+
+
+def test_full_completion_export_lands_in_files_and_postgres(api, hook, e2e_sandbox, cluster, e2e_workdir):
+    e2e_sandbox.progress(fraction=0.3, seed=7)
+    total = sum(1 for course in hook.list_courses() for _ in hook.list_course_enrollments(course["id"]))
+    conf = {"full_export": True, "sql_conn_id": "e2e_warehouse", "sql_table": "absorb_enrollments_e2e"}
+    run, states = api.trigger_and_wait(EXPORT, conf, timeout=300)
+    assert run["state"] == "success", states
+
+    summary = summary_of(e2e_workdir, EXPORT, run["dag_run_id"])
+    assert summary["full"] is True and summary["rows"] == total > 0
+    assert summary["completed"] > 0 and summary["sql_upserted"] == total
+    folder = run_folder(e2e_workdir, EXPORT, run["dag_run_id"])
+    with (folder / "completions.csv").open(newline="", encoding="utf-8") as handle:
+        assert sum(1 for _ in csv.DictReader(handle)) == total
+    assert (folder / "compliance_report.html").stat().st_size > 1000
+    [(rows_in_table,)] = cluster.query("SELECT count(*) FROM absorb_enrollments_e2e")
+    assert rows_in_table == total
