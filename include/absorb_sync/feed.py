@@ -104,7 +104,8 @@ def canonical_mapping() -> ColumnMapping:
 def load_mapping(spec: str | os.PathLike | dict | None) -> ColumnMapping:
     """A mapping from None/"canonical", a preset name, a YAML file path, or a dict (e.g. a DAG Param).
 
-    A dict or file may say ``preset: workday`` and override only some keys.
+    A dict or file may say ``preset: workday`` and override only some keys; without a preset,
+    unlisted columns keep their canonical header names.
     """
     if spec is None or (isinstance(spec, str) and spec.strip().lower() in ("", "canonical")):
         return canonical_mapping()
@@ -137,9 +138,7 @@ def _mapping_from_dict(data: dict[str, Any], *, origin: str) -> ColumnMapping:
     if unknown:
         raise MappingError(f"{origin}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_MAPPING_KEYS)}")
     base = load_mapping(data["preset"]) if data.get("preset") else None
-    columns = dict(base.columns) if base else {}
-    if data.get("columns") is None and base is None:
-        columns = {c: c for c in CANONICAL_COLUMNS}
+    columns = dict(base.columns) if base else {c: c for c in CANONICAL_COLUMNS}
     columns.update(_check_columns(data.get("columns") or {}, origin))
     missing = [c for c in REQUIRED_COLUMNS if not columns.get(c)]
     if missing:

@@ -8,7 +8,6 @@ table-level checks fail the gate. Every verdict comes from GX's validation resul
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -167,8 +166,9 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _context() -> Any:
-    """One ephemeral GX context per process (analytics and progress bars off)."""
+def _batch_definition() -> Any:
+    """One ephemeral GX context per process (analytics and progress bars off) with one pandas
+    data source whose whole-dataframe batch definition every gate reuses."""
     global _CONTEXT
     with _CONTEXT_LOCK:
         if _CONTEXT is None:
@@ -177,7 +177,8 @@ def _context() -> Any:
 
             context = gx.get_context(mode="ephemeral")
             context.variables.progress_bars = {"globally": False}
-            _CONTEXT = context
+            asset = context.data_sources.add_pandas("absorb_gates").add_dataframe_asset("frame")
+            _CONTEXT = asset.add_batch_definition_whole_dataframe("whole")
         return _CONTEXT
 
 
@@ -186,38 +187,21 @@ def run_checks(name: str, frame: pd.DataFrame, checks: list[Check], index_column
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    context = _context()
-    unique = f"{name}-{uuid.uuid4().hex[:12]}"
-    source = context.data_sources.add_pandas(unique)
-    batch = source.add_dataframe_asset(unique).add_batch_definition_whole_dataframe(unique)
-    suite = gx.ExpectationSuite(name=unique)
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
+    suite = gx.ExpectationSuite(name=name)
     for number, check in enumerate(checks):
         expectation = check.build(gxe)
         expectation.meta = {"check": number, "description": check.description}
         suite.add_expectation(expectation)
-    suite = context.suites.add(suite)
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=unique, data=batch, suite=suite)
+    result = batch.validate(
+        suite,
+        result_format={
+            "result_format": "COMPLETE",
+            "unexpected_index_column_names": [index_column],
+            "return_unexpected_index_query": False,
+        },
     )
-    try:
-        result = definition.run(
-            batch_parameters={"dataframe": frame},
-            result_format={
-                "result_format": "COMPLETE",
-                "unexpected_index_column_names": [index_column],
-                "return_unexpected_index_query": False,
-            },
-        )
-    finally:
-        _cleanup(context, unique)
     return _outcomes(result, checks)
-
-
-def _cleanup(context: Any, unique: str) -> None:
-    # cleanup must never mask the validation outcome
-    for store in (context.validation_definitions, context.suites, context.data_sources):
-        with contextlib.suppress(Exception):
-            store.delete(unique)
 
 
 def _outcomes(result: Any, checks: list[Check]) -> list[CheckOutcome]:
