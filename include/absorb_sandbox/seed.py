@@ -348,6 +348,7 @@ def seed_database(conn: sqlite3.Connection, size: str, *, api_username: str,
     rng = random.Random(f"absorb-sandbox:{size}")
     now = to_iso(datetime.now(UTC))
     store.create_schema(conn)
+    store.bulk_load_mode(conn, True)
     conn.execute("BEGIN")
     try:
         conn.executemany("INSERT INTO departments VALUES (?, ?)",
@@ -372,6 +373,7 @@ def seed_database(conn: sqlite3.Connection, size: str, *, api_username: str,
         conn.execute("ROLLBACK")
         raise
     store.create_indices(conn)
+    store.bulk_load_mode(conn, False)
     return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
             for table in ("users", "courses", "enrollments", "session_enrollments")}
 

@@ -13,7 +13,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS departments (id TEXT PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS users (
-    id TEXT PRIMARY KEY, username TEXT NOT NULL, department_id TEXT, first_name TEXT, last_name TEXT,
+    id TEXT NOT NULL, username TEXT NOT NULL, department_id TEXT, first_name TEXT, last_name TEXT,
     email TEXT, external_id TEXT, employee_number TEXT, job_title TEXT, location TEXT,
     date_hired TEXT, date_terminated TEXT, supervisor_id TEXT, active_status INTEGER NOT NULL DEFAULT 0,
     date_added TEXT, date_edited TEXT,
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY, course_id TEXT NOT NULL, name TEXT NOT NULL, start_date TEXT
 );
 CREATE TABLE IF NOT EXISTS enrollments (
-    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, course_id TEXT NOT NULL, status INTEGER NOT NULL,
+    id TEXT NOT NULL, user_id TEXT NOT NULL, course_id TEXT NOT NULL, status INTEGER NOT NULL,
     progress REAL, score REAL, time_spent_ticks INTEGER NOT NULL DEFAULT 0,
     date_added TEXT, date_started TEXT, date_completed TEXT, date_expires TEXT, date_due TEXT,
     date_edited TEXT, access_date TEXT, course_version_id TEXT,
@@ -44,13 +44,13 @@ CREATE TABLE IF NOT EXISTS enrollments (
     activities_ready INTEGER NOT NULL DEFAULT 0   -- chapter/lesson rows exist (made lazily)
 );
 CREATE TABLE IF NOT EXISTS chapter_enrollments (
-    id TEXT PRIMARY KEY, enrollment_id TEXT NOT NULL, chapter_id TEXT NOT NULL, user_id TEXT NOT NULL,
+    id TEXT NOT NULL, enrollment_id TEXT NOT NULL, chapter_id TEXT NOT NULL, user_id TEXT NOT NULL,
     course_id TEXT NOT NULL, status INTEGER NOT NULL, progress REAL, score REAL,
     time_spent_ticks INTEGER NOT NULL DEFAULT 0, date_enrolled TEXT, date_started TEXT,
     date_completed TEXT, date_edited TEXT
 );
 CREATE TABLE IF NOT EXISTS lesson_enrollments (
-    id TEXT PRIMARY KEY, enrollment_id TEXT NOT NULL, chapter_enrollment_id TEXT NOT NULL,
+    id TEXT NOT NULL, enrollment_id TEXT NOT NULL, chapter_enrollment_id TEXT NOT NULL,
     chapter_id TEXT NOT NULL, lesson_id TEXT NOT NULL, user_id TEXT NOT NULL, course_id TEXT NOT NULL,
     lesson_type TEXT NOT NULL, status INTEGER NOT NULL, progress REAL, score REAL,
     time_spent_ticks INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
@@ -58,20 +58,28 @@ CREATE TABLE IF NOT EXISTS lesson_enrollments (
     date_completed TEXT, date_edited TEXT, date_added TEXT
 );
 CREATE TABLE IF NOT EXISTS session_enrollments (
-    id TEXT PRIMARY KEY, enrollment_id TEXT NOT NULL, session_id TEXT NOT NULL, user_id TEXT NOT NULL,
+    id TEXT NOT NULL, enrollment_id TEXT NOT NULL, session_id TEXT NOT NULL, user_id TEXT NOT NULL,
     course_id TEXT NOT NULL, status INTEGER NOT NULL, progress REAL, score REAL,
     time_spent_ticks INTEGER NOT NULL DEFAULT 0, date_enrolled TEXT, date_started TEXT,
     date_completed TEXT, date_edited TEXT
 );
 CREATE TABLE IF NOT EXISTS attempts (
-    id TEXT PRIMARY KEY, lesson_enrollment_id TEXT NOT NULL, user_id TEXT NOT NULL,
+    id TEXT NOT NULL, lesson_enrollment_id TEXT NOT NULL, user_id TEXT NOT NULL,
     course_id TEXT NOT NULL, lesson_id TEXT NOT NULL, status INTEGER NOT NULL, score REAL,
     time_spent_ticks INTEGER NOT NULL DEFAULT 0, start_date TEXT, completion_date TEXT
 );
 CREATE TABLE IF NOT EXISTS tokens (username TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL);
 """
 
+# Bulk-loaded tables have no PRIMARY KEY during the load (random GUID keys make B-tree inserts
+# slow); their unique id indices are built afterwards, sorted, which is much faster.
 INDICES = """
+CREATE UNIQUE INDEX IF NOT EXISTS ux_users_id ON users (id);
+CREATE UNIQUE INDEX IF NOT EXISTS ux_enrollments_id ON enrollments (id);
+CREATE UNIQUE INDEX IF NOT EXISTS ux_chapter_enrollments_id ON chapter_enrollments (id);
+CREATE UNIQUE INDEX IF NOT EXISTS ux_lesson_enrollments_id ON lesson_enrollments (id);
+CREATE UNIQUE INDEX IF NOT EXISTS ux_session_enrollments_id ON session_enrollments (id);
+CREATE UNIQUE INDEX IF NOT EXISTS ux_attempts_id ON attempts (id);
 CREATE UNIQUE INDEX IF NOT EXISTS ix_users_username ON users (username);
 CREATE INDEX IF NOT EXISTS ix_users_external_id ON users (external_id);
 CREATE INDEX IF NOT EXISTS ix_users_email ON users (email);
@@ -123,6 +131,21 @@ def create_indices(conn: sqlite3.Connection) -> None:
     conn.execute("ANALYZE")
 
 
+def bulk_load_mode(conn: sqlite3.Connection, on: bool) -> None:
+    """Fast, unsafe journaling while a seed loads (a crash mid-seed leaves a db to delete anyway);
+    back to WAL afterwards. Ignored when another connection holds the db (e.g. a reset while an
+    hr-feed export reads it)."""
+    try:
+        if on:
+            conn.execute("PRAGMA journal_mode = MEMORY")
+            conn.execute("PRAGMA synchronous = OFF")
+        else:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+    except sqlite3.OperationalError:
+        pass
+
+
 def get_meta(conn: sqlite3.Connection, key: str) -> str | None:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return row[0] if row else None
@@ -138,9 +161,12 @@ def is_seeded(conn: sqlite3.Connection) -> bool:
 
 
 def wipe(conn: sqlite3.Connection) -> None:
-    """Delete every data row (used by reset before re-seeding)."""
+    """Drop every seeded table (tokens survive: a reset does not log clients out) and recreate the
+    empty schema, so the re-seed loads without indices like a fresh one."""
     conn.execute("BEGIN")
     for table in DATA_TABLES:
-        conn.execute(f"DELETE FROM {table}")
+        if table != "tokens":
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
     conn.execute("DELETE FROM meta")
     conn.execute("COMMIT")
+    create_schema(conn)
