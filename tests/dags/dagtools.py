@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 
 
-@cache
 def dagbag():
+    """A freshly parsed bag: ``dag.test(run_conf=...)`` leaves the conf in the DAG object's params,
+    so re-using a parsed DAG would leak one run's conf (e.g. ``dry_run``) into the next."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
