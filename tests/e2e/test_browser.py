@@ -73,12 +73,22 @@ def _css(driver, selector: str, timeout: float = 30):
 
 
 def _replace_text(element, value: str) -> None:
-    """React inputs ignore a programmatic clear(); select all and type over it."""
+    """React inputs ignore a programmatic clear() and can drop keys typed during a re-render:
+    select all, type over it, and retype key by key until the field holds exactly ``value``."""
     from selenium.webdriver.common.keys import Keys
 
-    element.send_keys(Keys.CONTROL, "a")
-    element.send_keys(Keys.DELETE)
-    element.send_keys(value)
+    for attempt in range(3):
+        element.send_keys(Keys.CONTROL, "a")
+        element.send_keys(Keys.DELETE)
+        if attempt == 0:
+            element.send_keys(value)
+        else:
+            for char in value:
+                element.send_keys(char)
+                time.sleep(0.02)
+        if element.get_attribute("value") == value:
+            return
+    raise AssertionError(f"the input holds {element.get_attribute('value')!r}, not {value!r}")
 
 
 def _shot(driver, name: str) -> Path:
