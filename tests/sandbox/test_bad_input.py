@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from sandbox_helpers import assert_error
-
 from absorb_sandbox.seed import course_id
+from sandbox_helpers import assert_error
 
 SAFETY = course_id("Workplace Safety")
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from sandbox_helpers import assert_error, person
-
 from absorb_sandbox.seed import department_id, user_id
+from sandbox_helpers import assert_error, person
 
 
 def test_seeded_organisation_matches_the_contract(api):
