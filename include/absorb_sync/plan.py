@@ -120,7 +120,7 @@ def build_plan(
     lines += _enroll_lines(merged, hire_dates, today)
     lines += _re_enroll_lines(merged, today)
     lines += _due_date_lines(merged, hire_dates, created_by_us)
-    wanted_keys = set(zip(wanted["user_key"], wanted["course_key"], strict=True))
+    wanted_keys = set(zip(wanted["user_key"].tolist(), wanted["course_key"].tolist(), strict=True))
     lines += _sync_unenroll_lines(
         active,
         wanted_keys,
@@ -161,7 +161,20 @@ def _truthy(value: Any) -> bool:
 def _dates(series: pd.Series) -> pd.Series:
     """Calendar dates (``datetime.date`` or None) from ISO strings or timestamps."""
     parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
-    return pd.Series([None if pd.isna(v) else v.date() for v in parsed], index=series.index, dtype="object")
+    dates = pd.Series(parsed.dt.date, index=series.index, dtype="object")
+    return dates.where(parsed.notna(), None)
+
+
+def _rows(frame: pd.DataFrame) -> list:
+    """Rows as named tuples of plain Python values, NA as None (itertuples on Arrow strings is slow)."""
+    from collections import namedtuple
+
+    Row = namedtuple("Row", list(frame.columns), rename=True)
+    columns = []
+    for name in frame.columns:
+        values = frame[name].astype("object")
+        columns.append(values.where(values.notna(), None).tolist())
+    return [Row(*values) for values in zip(*columns, strict=True)]
 
 
 def _latest_active(current: pd.DataFrame) -> pd.DataFrame:
@@ -217,7 +230,7 @@ def _due(due_days: Any, due_from: str, hire: date | None, assigned: date) -> tup
 
 def _enroll_lines(merged: pd.DataFrame, hire_dates: dict[str, date], today: date) -> list[dict]:
     lines = []
-    for row in merged.loc[merged["id"].isna()].itertuples(index=False):
+    for row in _rows(merged.loc[merged["id"].isna()]):
         due, how = _due(row.due_days, row.due_from, hire_dates.get(str(row.employee_id)), today)
         lines.append(
             _line(
@@ -233,10 +246,9 @@ def _enroll_lines(merged: pd.DataFrame, hire_dates: dict[str, date], today: date
 
 def _re_enroll_lines(merged: pd.DataFrame, today: date) -> list[dict]:
     lines = []
-    candidates = merged.loc[merged["id"].notna() & merged["cur_complete"].fillna(False).astype(bool)]
-    for row in candidates.itertuples(index=False):
-        if row.recur_every_days is None or pd.isna(row.recur_every_days):
-            continue
+    complete = merged["cur_complete"].fillna(False).astype(bool)
+    candidates = merged.loc[merged["id"].notna() & complete & merged["recur_every_days"].notna()]
+    for row in _rows(candidates):
         completed_on = row.cur_completed_on or row.cur_added
         if completed_on is None:
             continue
@@ -260,8 +272,8 @@ def _re_enroll_lines(merged: pd.DataFrame, today: date) -> list[dict]:
 def _due_date_lines(merged: pd.DataFrame, hire_dates: dict[str, date], created_by_us: set[str]) -> list[dict]:
     lines = []
     candidates = merged.loc[merged["id"].notna() & ~merged["cur_complete"].fillna(False).astype(bool)]
-    for row in candidates.itertuples(index=False):
-        if row.id.lower() not in created_by_us or row.due_days is None or pd.isna(row.due_days):
+    for row in _rows(candidates):
+        if row.id.lower() not in created_by_us or row.due_days is None:
             continue
         if row.cur_added is None:
             continue
@@ -295,7 +307,7 @@ def _sync_unenroll_lines(
 ) -> list[dict]:
     lines = []
     open_rows = active.loc[~active["cur_complete"]]
-    for row in open_rows.itertuples(index=False):
+    for row in _rows(open_rows):
         if (row.user_key, row.course_key) in wanted_keys:
             continue
         employee = employee_by_user.get(row.user_key)
@@ -337,7 +349,7 @@ def _leaver_lines(
         if user_id is not None:
             term_by_user[str(user_id).lower()] = (str(employee_id), term)
     lines = []
-    for row in active.loc[~active["cur_complete"]].itertuples(index=False):
+    for row in _rows(active.loc[~active["cur_complete"]]):
         if row.user_key not in term_by_user:
             continue
         employee, term = term_by_user[row.user_key]
