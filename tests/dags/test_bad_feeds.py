@@ -62,7 +62,7 @@ def wrong_delimiter(src: Path, out: Path) -> dict:
 
 def non_utf8(src: Path, out: Path) -> dict:
     lines = src.read_bytes().split(b"\n")
-    lines[7] = lines[7].replace(b",", ",M\xfcller-", 1)  # cp1252 u-umlaut on line 8
+    lines[7] = lines[7].replace(b",", b",M\xfcller-", 1)  # cp1252 u-umlaut on line 8
     out.write_bytes(b"\n".join(lines))
     return {}
 
