@@ -140,7 +140,7 @@ def _normalise_current(current: pd.DataFrame) -> pd.DataFrame:
     frame["id"] = frame["id"].astype(str)
     frame["user_key"] = frame["userId"].astype(str).str.lower()
     frame["course_key"] = frame["courseId"].astype(str).str.lower()
-    frame["cur_active"] = frame["isActive"].map(_truthy).astype("bool")
+    frame["cur_active"] = _flags(frame["isActive"])
     frame["cur_status"] = pd.to_numeric(frame["status"], errors="coerce")
     frame["cur_added"] = _dates(frame["dateAdded"])
     frame["cur_due"] = _dates(frame["dateDue"])
@@ -149,13 +149,12 @@ def _normalise_current(current: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    try:
-        return bool(value) and not pd.isna(value)
-    except (TypeError, ValueError):
-        return bool(value)
+def _flags(series: pd.Series) -> pd.Series:
+    """Booleans from bools or "true"/"1"/"yes" text; missing is False."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.fillna(False).astype("bool")
+    text = series.astype("object").map(lambda v: str(v).strip().lower() if v is not None and v == v else "")
+    return text.isin(["true", "1", "yes", "1.0"]).astype("bool")
 
 
 def _dates(series: pd.Series) -> pd.Series:
@@ -210,21 +209,26 @@ def due_date(due_days: Any, due_from: str, hire: date | None, assigned: date) ->
     new rule, re-enrollments) falls back to ``assigned + due_days`` so nobody starts overdue.
     Both inputs are stable (hire date, the enrollment's ``dateAdded``), so re-runs agree.
     """
-    return _due(due_days, due_from, hire, assigned)[0]
+    if due_days is None or due_days is pd.NA or (isinstance(due_days, float) and due_days != due_days):
+        return None
+    days = timedelta(days=int(due_days))
+    if due_from == "hire" and hire is not None and hire + days >= assigned:
+        return hire + days
+    return assigned + days
 
 
 def _due(due_days: Any, due_from: str, hire: date | None, assigned: date) -> tuple[date | None, str]:
-    """The due date and a phrase saying how it was computed."""
-    if due_days is None or pd.isna(due_days):
+    """The due date and a phrase saying how it was computed (for plan reasons)."""
+    due = due_date(due_days, due_from, hire, assigned)
+    if due is None:
         return None, "no due date"
-    days = timedelta(days=int(due_days))
-    if due_from == "hire" and hire is not None and hire + days >= assigned:
-        due, basis = hire + days, f"hire {hire.isoformat()} + {int(due_days)} days"
+    days = int(due_days)
+    if due_from == "hire" and hire is not None and due == hire + timedelta(days=days):
+        basis = f"hire {hire.isoformat()} + {days} days"
     elif due_from == "hire":
-        due = assigned + days
-        basis = f"assigned {assigned.isoformat()} + {int(due_days)} days, as hire + {int(due_days)} days had passed"
+        basis = f"assigned {assigned.isoformat()} + {days} days, as hire + {days} days had passed"
     else:
-        due, basis = assigned + days, f"assigned {assigned.isoformat()} + {int(due_days)} days"
+        basis = f"assigned {assigned.isoformat()} + {days} days"
     return due, f"due {due.isoformat()} ({basis})"
 
 
@@ -278,12 +282,14 @@ def _due_date_lines(merged: pd.DataFrame, hire_dates: dict[str, date], created_b
         if row.cur_added is None:
             continue
         hire = hire_dates.get(str(row.employee_id))
-        expected, how = _due(row.due_days, row.due_from, hire, row.cur_added)
+        expected = due_date(row.due_days, row.due_from, hire, row.cur_added)
+        if row.cur_due == expected:
+            continue
         # dateAdded is a UTC timestamp: a run just before midnight may see its own enrollment dated
         # the next day, so the due date computed from the day before is accepted too.
-        day_before = _due(row.due_days, row.due_from, hire, row.cur_added - timedelta(days=1))[0]
-        if row.cur_due in (expected, day_before):
+        if row.cur_due == due_date(row.due_days, row.due_from, hire, row.cur_added - timedelta(days=1)):
             continue
+        expected, how = _due(row.due_days, row.due_from, hire, row.cur_added)
         current = row.cur_due.isoformat() if row.cur_due else "none"
         lines.append(
             _line(
