@@ -100,13 +100,10 @@ def applied_state(plan, today) -> list[dict]:
 def main() -> int:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import pandas as pd
-
     from absorb_sync.feed import load_mapping, read_feed
     from absorb_sync.gates import validate_feed
     from absorb_sync.gates.runner import _batch_definition
-    import absorb_sync.plan as plan_module
-
-    build_plan = plan_module.build_plan
+    from absorb_sync.plan import build_plan
     from absorb_sync.rules import evaluate_rules, load_rules, resolve_courses
 
     today = datetime.now(UTC).date()
