@@ -13,6 +13,8 @@ through the API get theirs at once.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import random
 import sqlite3
 import uuid
@@ -222,10 +224,9 @@ def _user_rows(people: list[Person], now: str) -> Iterator[tuple]:
         )
 
 
-def _courses_for(person: Person, courses: list[Course], extra: list[Course], today: date,
+def _courses_for(person: Person, by_name: dict[str, Course], extra: list[Course], today: date,
                  rng: random.Random) -> list[Course]:
     """The courses a seeded person is enrolled in (compliance by attributes, plus electives)."""
-    by_name = {c.name: c for c in courses[:NAMED_COURSE_COUNT]}
     chosen = [by_name[n] for n in ("Code of Conduct", "Information Security Awareness",
                                    "Anti-Harassment Training") if rng.random() < 0.92]
     if person.department == "Operations" or rng.random() < 0.15:
@@ -245,11 +246,24 @@ def _courses_for(person: Person, courses: list[Course], extra: list[Course], tod
     return chosen
 
 
-def _iso_seconds(epoch_seconds: float | None) -> str | None:
-    """Fast stored-form formatting of a UTC epoch timestamp (the seed formats millions)."""
+_DAY_TEXT: dict[int, str] = {}
+_TIME_TEXT: dict[int, str] = {}
+
+
+def _iso_seconds(epoch_seconds: int | None) -> str | None:
+    """Stored-form text of a whole-second UTC epoch timestamp; day and time-of-day strings are
+    cached because the seed formats millions of them."""
     if epoch_seconds is None:
         return None
-    return _EPOCH.__add__(timedelta(seconds=epoch_seconds)).isoformat(timespec="microseconds") + "Z"
+    day, second = divmod(int(epoch_seconds), _DAY)
+    day_text = _DAY_TEXT.get(day)
+    if day_text is None:
+        day_text = _DAY_TEXT[day] = (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%d")
+    time_text = _TIME_TEXT.get(second)
+    if time_text is None:
+        hour, rest = divmod(second, 3600)
+        time_text = _TIME_TEXT[second] = f"T{hour:02d}:{rest // 60:02d}:{rest % 60:02d}.000000Z"
+    return day_text + time_text
 
 
 _EPOCH = datetime(1970, 1, 1)
@@ -270,13 +284,15 @@ def _enrollment_row(rng: random.Random, enrollment_id: str, person: Person, cour
         completed = started + int(rand() * 20 * _DAY)
         score = float(70 + int(rand() * 31)) if status == 3 else float(40 + int(rand() * 61))
         progress = 100.0
-    edited = completed or started or enrolled
-    due = enrolled + 30 * _DAY if rand() < 0.5 else None
+    enrolled_text = _iso_seconds(enrolled)
+    started_text = _iso_seconds(started)
+    completed_text = _iso_seconds(completed)
+    due_text = _iso_seconds(enrolled + 30 * _DAY) if rand() < 0.5 else None
     return (
         enrollment_id, person.id, course.id, status, progress, score, ticks,
-        _iso_seconds(enrolled), _iso_seconds(started), _iso_seconds(completed), None, _iso_seconds(due),
-        _iso_seconds(edited), None, None, 0, None, random_uuid(rng) if status == 3 else None, None,
-        int(is_active), None, 0,
+        enrolled_text, started_text, completed_text, None, due_text,
+        completed_text or started_text or enrolled_text, None, None, 0, None,
+        random_uuid(rng) if status == 3 else None, None, int(is_active), None, 0,
     )
 
 
@@ -291,18 +307,23 @@ ENROLLMENT_COLUMNS = (
 def _enrollment_rows(people: list[Person], courses: list[Course], today: date,
                      rng: random.Random, session_rows: list[tuple]) -> Iterator[tuple]:
     statuses = list(STATUS_WEIGHTS)
-    weights = list(STATUS_WEIGHTS.values())
+    cumulative = list(itertools.accumulate(STATUS_WEIGHTS.values()))
+    total_weight = cumulative[-1]
     extra = courses[NAMED_COURSE_COUNT:]
+    by_name = {c.name: c for c in courses[:NAMED_COURSE_COUNT]}
     status_cycle = 0
     for person in people:
         if person.preprovisioned:
             continue
-        for course in _courses_for(person, courses, extra, today, rng):
+        for course in _courses_for(person, by_name, extra, today, rng):
             enrolled_day = max(person.hire_date, today - timedelta(days=720))
             span_days = max(0, (today - enrolled_day).days - 1)
             enrolled = (enrolled_day - _EPOCH.date()).days * _DAY + int(rng.random() * (span_days * _DAY + _DAY))
             # Cycle through all statuses first so even a tiny seed holds every one of them.
-            status = statuses[status_cycle] if status_cycle < len(statuses) else rng.choices(statuses, weights)[0]
+            if status_cycle < len(statuses):
+                status = statuses[status_cycle]
+            else:
+                status = statuses[bisect.bisect(cumulative, rng.random() * total_weight)]
             status_cycle += 1
             if rng.random() < 0.03 and course.course_type == "OnlineCourse":
                 history_start = enrolled - 365 * _DAY
