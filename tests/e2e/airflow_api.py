@@ -98,14 +98,31 @@ class AirflowApi:
     def task_log(
         self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1
     ) -> str:
+        """The task's log as text lines (the API answers structured JSON events)."""
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
-        response = self.session.get(
-            f"{self.base_url}{path}",
-            params={"map_index": map_index, "full_content": True},
-            headers={"Accept": "text/plain"},
-            timeout=30,
-        )
-        return response.text
+        body = self._call("GET", path, params={"map_index": map_index, "full_content": True})
+        events = body.get("content") or []
+        if isinstance(events, str):
+            return events
+        lines = []
+        for event in events:
+            if isinstance(event, dict):
+                text = event.get("event", "")
+                if event.get("error_detail"):
+                    text += f" {event['error_detail']}"
+                lines.append(f"[{event.get('level', '')}] {text}")
+            else:
+                lines.append(str(event))
+        return "\n".join(lines)
+
+    def explain(self, dag_id: str, run_id: str, lines: int = 25) -> str:
+        """Task states plus the log tail of each failed task: the message of a failing assertion."""
+        parts = [f"{dag_id} {run_id}: {self.task_states(dag_id, run_id)}"]
+        for ti in self.task_instances(dag_id, run_id):
+            if ti["state"] == "failed":
+                log = self.task_log(dag_id, run_id, ti["task_id"], max(ti["try_number"], 1), ti["map_index"])
+                parts.append(f"--- {ti['task_id']} log tail:\n" + "\n".join(log.splitlines()[-lines:]))
+        return "\n".join(parts)
 
     def trigger_and_wait(
         self, dag_id: str, conf: dict | None = None, timeout: float = 180

@@ -99,6 +99,9 @@ def _keep_logs(cluster: AirflowCluster) -> None:
     target = ARTIFACTS / "e2e-logs"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(cluster.logs, target, dirs_exist_ok=True)
+    task_logs = cluster.home / "logs"
+    if task_logs.exists():
+        shutil.copytree(task_logs, target / "tasks", dirs_exist_ok=True)
 
 
 @pytest.hookimpl(hookwrapper=True)
