@@ -211,7 +211,7 @@ class AbsorbClient:
                 if response.status_code != 429 and state is not None:
                     state["ambiguous"] = True  # a 5xx may have applied the write
             except (requests.ConnectionError, requests.Timeout) as exc:
-                problem = type(exc).__name__
+                problem = f"{type(exc).__name__} ({_reason(exc)})"
                 if state is not None:
                     state["ambiguous"] = True
             elapsed = time.monotonic() - started
@@ -304,6 +304,13 @@ def _page_rows(page: Any, key: str, path: str) -> tuple[list[dict], int | None]:
         raise AbsorbApiError(200, f"unexpected page shape from /{path.lstrip('/')}: no '{key}' list")
     total = page.get("totalItems")
     return page[key], int(total) if total is not None else None
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a transport error (never includes headers or bodies)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__
+    return f"{type(exc).__name__}: {str(exc)[:160]}"
 
 
 def _decode(response: requests.Response) -> Any:

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+import multiprocessing
 import time
-from pathlib import Path
 
 import pytest
 from absorb_provider import token_store
 from absorb_provider.exceptions import AbsorbAuthError
+from absorb_provider.hooks.absorb import AbsorbHook  # imported before the fork, as in a worker
 from absorb_sandbox import seed
 from absorb_sandbox.testing import DEFAULT_API_KEY, DEFAULT_PASSWORD
 
-WORKER = Path(__file__).with_name("token_worker.py")
 PROCESSES = 16
 
 
@@ -23,36 +19,42 @@ def _statuses(server) -> dict[str, int]:
     return server.stats()["by_status"]
 
 
-def test_sixteen_processes_share_one_token(sandbox_factory, tmp_path, isolated_token_state):
+def _task_process(barrier, results) -> None:
+    """One simulated task process: its own hook, released together with the others."""
+    hook = AbsorbHook("absorb_default")
+    _ = hook.client  # resolve the connection before the race starts
+    barrier.wait(timeout=60)
+    ok, errors = 0, []
+    for call in (
+        lambda: hook.client.get("courses", {"_limit": 5, "_offset": 0}),
+        lambda: list(hook.list_departments()),
+        lambda: hook.client.get("users", {"_limit": 5, "_offset": 1}),
+    ):
+        try:
+            call()
+            ok += 1
+        except Exception as exc:  # reported to the parent, which asserts
+            errors.append(f"{type(exc).__name__}: {exc}")
+    results.put({"ok": ok, "errors": errors, "logins": hook.client.tokens.login_count, "t": time.time()})
+
+
+def test_sixteen_processes_share_one_token(sandbox_factory, monkeypatch):
+    """16 forked processes (as executors fork task processes) hit Absorb at the same instant."""
     server = sandbox_factory("race")
-    env = {
-        **os.environ,
-        "AIRFLOW_CONN_ABSORB_DEFAULT": server.airflow_connection_json(),
-        token_store.STATE_DIR_ENV: str(isolated_token_state),
-    }
-    go = tmp_path / "go"
-    workers = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), str(go)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for _ in range(PROCESSES)
-    ]
-    try:
-        for worker in workers:
-            assert worker.stdout.readline().strip() == "ready", worker.stderr.read()
-        go.touch()
-        results = [
-            json.loads(worker.communicate(timeout=120)[0].strip().splitlines()[-1]) for worker in workers
-        ]
-    finally:
-        for worker in workers:
-            worker.kill() if worker.poll() is None else None
-    assert [r["errors"] for r in results] == [[]] * PROCESSES
-    assert sum(r["ok"] for r in results) == 3 * PROCESSES
+    monkeypatch.setenv("AIRFLOW_CONN_ABSORB_DEFAULT", server.airflow_connection_json())
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(PROCESSES), context.Queue()
+    processes = [context.Process(target=_task_process, args=(barrier, results)) for _ in range(PROCESSES)]
+    for process in processes:
+        process.start()
+    started = time.time()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    assert max(o["t"] for o in outcomes) - started < 60
+    for process in processes:
+        process.join(timeout=30)
+    assert [o["errors"] for o in outcomes] == [[]] * PROCESSES
+    assert sum(o["ok"] for o in outcomes) == 3 * PROCESSES
+    assert sum(o["logins"] for o in outcomes) <= 2
     stats = server.stats()
     assert stats["authenticate_calls"] <= 2, stats
     assert all(code.startswith("2") for code in stats["by_status"]), stats["by_status"]
