@@ -62,17 +62,35 @@ def airflow(env: dict, *args: str, check: bool = True) -> subprocess.CompletedPr
     return done
 
 
-def dag_test(env: dict, dag_id: str, conf: dict) -> Path:
-    """``airflow dags test`` with conf; returns the run folder the run wrote."""
+def dag_test(env: dict, dag_id: str, conf: dict) -> tuple[Path, bool]:
+    """``airflow dags test`` with conf; returns the run folder the run wrote and whether it succeeded."""
     root = DEMO / "output" / dag_id
     before = set(root.iterdir()) if root.exists() else set()
     started = time.perf_counter()
-    airflow(env, "dags", "test", dag_id, "--conf", json.dumps(conf))
+    done = airflow(env, "dags", "test", dag_id, "--conf", json.dumps(conf), check=False)
     created = sorted(set(root.iterdir()) - before) if root.exists() else []
     if not created:
-        raise SystemExit(f"{dag_id} wrote no run folder under {root}")
-    print(f"    {dag_id}: done in {time.perf_counter() - started:.0f} s")
-    return created[-1]
+        raise SystemExit(f"{dag_id} wrote no run folder under {root}; logs: {DEMO / 'logs'}")
+    verdict = "done" if done.returncode == 0 else "FAILED"
+    print(f"    {dag_id}: {verdict} in {time.perf_counter() - started:.0f} s")
+    return created[-1], done.returncode == 0
+
+
+def explain_failure(folder: Path) -> None:
+    """Print the gate verdicts a failed run left in its folder."""
+    for name in ("feed_gate.json", "plan_decision.json", "decision.json", "export_gate.json"):
+        target = folder / name
+        if target.exists():
+            verdict = json.loads(target.read_text())
+            reasons = verdict.get("reasons") or [
+                f"{f['description']} ({f.get('unexpected_count')} rows)"
+                for f in verdict.get("failed_checks", [])
+            ]
+            if verdict.get("feed_error"):
+                reasons = [verdict["feed_error"]]
+            if reasons and not verdict.get("allowed", False):
+                print(f"    {name}: " + "; ".join(str(r) for r in reasons))
+    print(f"    details: {folder} and {DEMO / 'logs'}")
 
 
 def summary_of(folder: Path) -> dict:
@@ -137,7 +155,10 @@ def main() -> int:
         step("HR sync on today's feed (enrollments by rules)")
         baseline = DEMO / "feeds" / "hr_feed_day1.csv"
         export_hr_feed(DEMO / "sandbox.db", baseline)
-        folder = dag_test(env, "absorb_hr_enrollment_sync", {"feed_path": str(baseline)})
+        folder, ok = dag_test(env, "absorb_hr_enrollment_sync", {"feed_path": str(baseline)})
+        if not ok:
+            explain_failure(folder)
+            return 1
         show_sync("day 1", summary_of(folder), folder)
 
         step("learners make progress (sandbox simulation)")
@@ -149,14 +170,22 @@ def main() -> int:
         broken = break_one_email(changed)
         print(f"    feed changes: { {k: len(v) for k, v in changes.items() if isinstance(v, list)} }")
         print(f"    {broken} gets an invalid email: expect one rejected row")
-        folder = dag_test(env, "absorb_hr_enrollment_sync", {"feed_path": str(changed)})
+        folder, ok = dag_test(env, "absorb_hr_enrollment_sync", {"feed_path": str(changed)})
+        if not ok:
+            explain_failure(folder)
+            return 1
         day2 = summary_of(folder)
         show_sync("day 2", day2, folder)
         print(f"    rejects: {folder / 'rejects.csv'}")
 
         leavers = day2["leavers_handed_over"]
         step(f"bulk unenrollment of the {len(leavers)} leavers (what the sync triggers)")
-        folder = dag_test(env, "absorb_bulk_unenrollment", {"people": leavers, "reason": "leavers (demo)"})
+        folder, ok = dag_test(
+            env, "absorb_bulk_unenrollment", {"people": leavers, "reason": "leavers (demo)"}
+        )
+        if not ok:
+            explain_failure(folder)
+            return 1
         result = summary_of(folder)
         print(
             f"    unenrolled {result['outcomes'].get('unenrolled', 0)}, completed kept "
@@ -165,7 +194,11 @@ def main() -> int:
         print(f"    report: {folder / 'report.html'}")
 
         step("completion export (full)")
-        folder = dag_test(env, "absorb_completion_export", {"full_export": True})
+        folder, ok = dag_test(env, "absorb_completion_export", {"full_export": True})
+        if not ok:
+            print("    the export's data-quality gate refused the sandbox's data; nothing was published:")
+            explain_failure(folder)
+            return 1
         export = summary_of(folder)
         print(
             f"    exported {export['rows']} enrollments ({export['completed']} completed, "
