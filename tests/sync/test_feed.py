@@ -204,3 +204,16 @@ def test_bad_mappings_are_named(spec, message):
 def test_missing_file_fails(tmp_path):
     with pytest.raises(FeedError, match="does not exist"):
         read_feed(tmp_path / "nope.csv", CANONICAL)
+
+
+def test_feed_from_object_storage(staff):
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath("memory://absorb-feeds/hr/feed.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(csv_text(staff, ";").encode("utf-8"))
+    feed = read_feed(path, CANONICAL)
+    assert feed.delimiter == ";" and len(feed.frame) == 10
+    assert feed.source == "memory://absorb-feeds/hr/feed.csv"
+    with pytest.raises(FeedError, match="does not exist"):
+        read_feed(ObjectStoragePath("memory://absorb-feeds/hr/missing.csv"), CANONICAL)

@@ -194,3 +194,22 @@ def test_person_helper_is_canonical():
         "termination_date",
         "status",
     }
+
+
+def test_save_accepts_object_storage_paths(tmp_path, staff):
+    from airflow.sdk import ObjectStoragePath
+
+    result = gate(people_frame(staff))
+    result.save(ObjectStoragePath(f"file://{tmp_path}/deep/dir/feed.json"))
+    assert json.loads((tmp_path / "deep" / "dir" / "feed.json").read_text())["summary"]["passed"] is True
+    remote = ObjectStoragePath("memory://absorb-gates/run-1/feed.json")
+    result.save(remote)
+    assert json.loads(remote.read_text())["summary"]["name"] == "hr_feed"
+
+
+def test_frames_read_back_from_parquet_validate_the_same(tmp_path, staff):
+    staff[2]["email"] = None
+    frame = people_frame(staff)
+    frame.to_parquet(tmp_path / "feed.parquet")
+    again = pd.read_parquet(tmp_path / "feed.parquet")
+    assert list(gate(again).rejected["_line"]) == list(gate(frame).rejected["_line"]) == [4]
