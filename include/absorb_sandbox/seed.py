@@ -271,19 +271,23 @@ _DAY = 86_400
 
 
 def _enrollment_row(rng: random.Random, enrollment_id: str, person: Person, course: Course,
-                    status: int, enrolled: float, is_active: bool) -> tuple:
-    """One enrollment tuple; ``enrolled`` is epoch seconds. Dates follow from the status."""
+                    status: int, enrolled: int, is_active: bool, now: int) -> tuple:
+    """One enrollment tuple; times are epoch seconds, never after ``now``. Only Complete (3) has a
+    completion date (and 100 % progress); started statuses have a start date and time spent."""
     rand = rng.random
+    enrolled = min(enrolled, now - 3600)
     started = completed = None
     progress, score, ticks = 0.0, None, 0
     if status not in (0, 2, 6, 8):
-        started = enrolled + int(rand() * 30 * _DAY)
+        started = min(enrolled + int(rand() * 30 * _DAY), now - 60)
         ticks = int((60 + rand() * 6 * 3600) * TICKS_PER_SECOND)
         progress = float(5 + int(rand() * 90))
-    if status in (3, 5, 4, 7, 12):
-        completed = started + int(rand() * 20 * _DAY)
-        score = float(70 + int(rand() * 31)) if status == 3 else float(40 + int(rand() * 61))
+    if status == 3:
+        completed = min(started + int(rand() * 20 * _DAY), now)
+        score = float(70 + int(rand() * 31))
         progress = 100.0
+    elif status in (5, 7, 12):
+        score = float(20 + int(rand() * 60))
     enrolled_text = _iso_seconds(enrolled)
     started_text = _iso_seconds(started)
     completed_text = _iso_seconds(completed)
@@ -310,6 +314,7 @@ def _enrollment_rows(people: list[Person], courses: list[Course], today: date,
     cumulative = list(itertools.accumulate(STATUS_WEIGHTS.values()))
     total_weight = cumulative[-1]
     extra = courses[NAMED_COURSE_COUNT:]
+    now = int(datetime.now(UTC).timestamp())
     by_name = {c.name: c for c in courses[:NAMED_COURSE_COUNT]}
     status_cycle = 0
     for person in people:
@@ -327,9 +332,9 @@ def _enrollment_rows(people: list[Person], courses: list[Course], today: date,
             status_cycle += 1
             if rng.random() < 0.03 and course.course_type == "OnlineCourse":
                 history_start = enrolled - 365 * _DAY
-                yield _enrollment_row(rng, random_uuid(rng), person, course, 3, history_start, False)
+                yield _enrollment_row(rng, random_uuid(rng), person, course, 3, history_start, False, now)
             enrollment_id = random_uuid(rng)
-            row = _enrollment_row(rng, enrollment_id, person, course, status, enrolled, True)
+            row = _enrollment_row(rng, enrollment_id, person, course, status, enrolled, True, now)
             if course.course_type == "InstructorLedCourse":
                 session = session_id(course.name, 1 + rng.randrange(course.sessions))
                 session_rows.append((
