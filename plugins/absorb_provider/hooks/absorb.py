@@ -7,7 +7,9 @@ Transport (pooled session, shared token, retries, rate limit, paging) lives in
 from __future__ import annotations
 
 import threading
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from functools import cached_property
 from typing import Any
@@ -35,6 +37,7 @@ from absorb_provider.validation import (
 )
 
 DateLike = datetime | date | str
+BULK_READ_USERS = 100
 
 
 class AbsorbHook(BaseHook):
@@ -273,9 +276,9 @@ class AbsorbHook(BaseHook):
         self, user_ids: Iterable[str], course_ids: Iterable[str] | None = None
     ) -> list[dict]:
         """#14 ``GET /bulk/studentcourses?userIds=..&courseIds=..``: enrollments of many users at once."""
-        params: dict[str, Any] = {"userIds": ",".join(guids(list(user_ids), "user_ids"))}
+        params: dict[str, Any] = {"userIds": guids(list(user_ids), "user_ids")}  # repeated keys
         if course_ids:
-            params["courseIds"] = ",".join(guids(list(course_ids), "course_ids"))
+            params["courseIds"] = guids(list(course_ids), "course_ids")
         return self.client.get("bulk/studentcourses", params) or []
 
     # --- 15-23: lessons and attempts ------------------------------------------------------------
@@ -456,16 +459,56 @@ class AbsorbHook(BaseHook):
 
         Each item: ``{"user_id", "course_id", "due_date": "YYYY-MM-DD" | None, "re_enroll": bool,
         "key": any}``. Outcomes: created, updated (due date changed), already_enrolled, failed.
+        Current enrollments are read first in bulk (``/bulk/studentcourses``, 100 users a call), so
+        a re-run of the same items sends no write at all.
         """
         items = list(items)
+        known = self._known_enrollments(items)
         return run_bulk(
             "bulk_enroll",
             items,
-            lambda item: [self._enroll_item(item)],
+            lambda item: [self._enroll_item(item, known)],
             concurrency=self.settings.max_concurrency,
             on_error=lambda item, exc: [_outcome(item, "failed", error=_describe(exc))],
             progress_interval=progress_interval,
         )
+
+    def _known_enrollments(self, items: list[dict]) -> dict[tuple[str, str], dict | None]:
+        """``(user, course) -> active enrollment or None`` for every pair a bulk read covered.
+
+        Pairs whose read failed are left out; their items fall back to per-item reads.
+        """
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for item in items:
+            try:
+                if not item.get("re_enroll"):
+                    wanted[guid(item.get("user_id"), "user_id")].add(guid(item.get("course_id"), "course_id"))
+            except ValueError:
+                continue  # reported as that item's failure later
+        users = sorted(wanted)
+        chunks = [users[i : i + BULK_READ_USERS] for i in range(0, len(users), BULK_READ_USERS)]
+
+        def read(chunk: list[str]) -> dict[tuple[str, str], dict | None]:
+            courses = sorted(set().union(*(wanted[user] for user in chunk)))
+            found: dict[tuple[str, str], dict | None] = {(u, c): None for u in chunk for c in wanted[u]}
+            try:
+                rows = self.list_bulk_student_courses(chunk, courses)
+            except AbsorbApiError as exc:
+                self.log.warning(
+                    "bulk read of %d users failed (%s); reading them one by one", len(chunk), exc
+                )
+                return {}
+            for row in rows:
+                pair = (str(row.get("userId")), str(row.get("courseId")))
+                if pair in found and row.get("isActive", True):
+                    found[pair] = row
+            return found
+
+        known: dict[tuple[str, str], dict | None] = {}
+        with ThreadPoolExecutor(max_workers=self.settings.max_concurrency) as pool:
+            for found in pool.map(read, chunks):
+                known.update(found)
+        return known
 
     def bulk_unenroll(
         self, enrollment_ids: Iterable[str], batch_size: int = 200, progress_interval: float = 10.0
@@ -490,14 +533,29 @@ class AbsorbHook(BaseHook):
         )
         return result
 
-    def _enroll_item(self, item: dict) -> dict:
+    def _enroll_item(self, item: dict, known: dict[tuple[str, str], dict | None] | None = None) -> dict:
         user_id = guid(item.get("user_id"), "user_id")
         course_id = guid(item.get("course_id"), "course_id")
         re_enroll = bool(item.get("re_enroll") or False)
         due = item.get("due_date")
-        if due in (None, ""):
+        due = None if due in (None, "") else iso_utc(due, "due_date")
+        pair = (user_id, course_id)
+        if known is not None and pair in known and not re_enroll:
+            return self._enroll_known(item, user_id, course_id, due, known[pair])
+        if due is None:
             return self._enroll_without_due_date(item, user_id, course_id, re_enroll)
-        return self._enroll_with_due_date(item, user_id, course_id, re_enroll, iso_utc(due, "due_date"))
+        current = None if re_enroll else self._current_enrollment(user_id, course_id)
+        return self._enroll_with_due_date(item, user_id, course_id, re_enroll, due, current)
+
+    def _enroll_known(
+        self, item: dict, user_id: str, course_id: str, due: str | None, current: dict | None
+    ) -> dict:
+        """An item whose current state came from the bulk read: writes only what differs."""
+        if current is not None and (due is None or _same_day(current.get("dateDue"), due)):
+            return _outcome(item, "already_enrolled", enrollment_id=current.get("id"))
+        if due is None:
+            return self._enroll_without_due_date(item, user_id, course_id, False)
+        return self._enroll_with_due_date(item, user_id, course_id, False, due, current)
 
     def _enroll_without_due_date(self, item: dict, user_id: str, course_id: str, re_enroll: bool) -> dict:
         try:
@@ -508,9 +566,8 @@ class AbsorbHook(BaseHook):
         return _outcome(item, "created", enrollment_id=created.get("enrollmentId"))
 
     def _enroll_with_due_date(
-        self, item: dict, user_id: str, course_id: str, re_enroll: bool, due: str
+        self, item: dict, user_id: str, course_id: str, re_enroll: bool, due: str, current: dict | None
     ) -> dict:
-        current = None if re_enroll else self._current_enrollment(user_id, course_id)
         if current is not None and _same_day(current.get("dateDue"), due):
             return _outcome(item, "already_enrolled", enrollment_id=current.get("id"))
         written = self.create_or_update_enrollment(
