@@ -68,9 +68,7 @@ def sql_rows(table: str) -> pd.DataFrame:
 
 def test_incoherent_data_fails_the_export_gate_and_publishes_nothing(world):
     bad = "(SELECT id FROM enrollments WHERE status = 1 AND is_active = 1 ORDER BY id LIMIT 1)"
-    edit_sandbox(
-        world, f"UPDATE enrollments SET date_completed = date_added WHERE id = {bad}"
-    )
+    edit_sandbox(world, f"UPDATE enrollments SET date_completed = date_added WHERE id = {bad}")
     try:
         run = run_dag(EXPORT, world.output, {"full_export": True})
     finally:
