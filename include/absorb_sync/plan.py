@@ -140,7 +140,8 @@ def _normalise_current(current: pd.DataFrame) -> pd.DataFrame:
     frame["id"] = frame["id"].astype(str)
     frame["user_key"] = frame["userId"].astype(str).str.lower()
     frame["course_key"] = frame["courseId"].astype(str).str.lower()
-    frame["cur_active"] = _flags(frame["isActive"])
+    # A row without isActive is taken as active: treating it as history would plan a duplicate.
+    frame["cur_active"] = _flags(frame["isActive"].astype("object").where(frame["isActive"].notna(), True))
     frame["cur_status"] = pd.to_numeric(frame["status"], errors="coerce")
     frame["cur_added"] = _dates(frame["dateAdded"])
     frame["cur_due"] = _dates(frame["dateDue"])

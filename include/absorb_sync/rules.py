@@ -219,6 +219,10 @@ def _check_semantics(rules: list[Rule], source: str) -> None:
                 raise RulesError(
                     f"rule {rule.name!r}: {label}.status {bad} matches no status (active|leave|terminated)"
                 )
+            if label == "match" and statuses and not any(fnmatch.fnmatchcase("active", s) for s in statuses):
+                raise RulesError(
+                    f"rule {rule.name!r}: match.status {statuses} never matches: only active people are enrolled"
+                )
             low, high = criteria.get("hired_on_or_after"), criteria.get("hired_before")
             for key in ("hired_on_or_after", "hired_before"):
                 if criteria.get(key):

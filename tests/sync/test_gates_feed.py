@@ -153,13 +153,14 @@ def test_summary_is_small_json_and_save_writes_the_full_result(tmp_path, staff):
     text = json.dumps(summary)
     assert len(text) < 5000
     assert summary["rejected_rows"] == 1 and summary["passed"] is True
-    assert summary["row_checks_with_rejects"][0]["sample_rows"] == [
-        {"line": 5, "employee_id": "E000004", "email": "nope"}
-    ]
+    # personal data stays out of the summary (it travels through XCom); the saved file has it
+    assert summary["row_checks_with_rejects"][0]["sample_rows"] == [{"line": 5, "employee_id": "E000004"}]
+    assert "nope" not in text
     path = result.save(tmp_path / "out" / "feed_gate.json")
     saved = json.loads((tmp_path / "out" / "feed_gate.json").read_text())
     assert path.endswith("feed_gate.json")
     assert len(saved["validation"]) == summary["statistics"]["evaluated_checks"]
+    assert {"line": 5, "employee_id": "E000004", "email": "nope"} in saved["failures"][0]["sample_rows"]
 
 
 def test_statistics_count_future_hires_and_pending_terminations(staff):

@@ -273,3 +273,10 @@ def test_incomplete_reads_cannot_be_overridden():
 
 def test_removals_with_nothing_in_scope_count_as_everything():
     assert not check_plan(removal_plan(1, 0), reads_complete=True, feed_shrank=False).allowed
+
+
+def test_rows_without_is_active_count_as_active_so_nothing_is_duplicated():
+    current = [enrollment("e1", "u1", "c1")]
+    current[0]["isActive"] = None
+    plan = plan_for(desired(("E000001", "c1", "r", None, "assignment", None)), [person("E000001")], current)
+    assert plan.lines.empty and plan.active_in_scope == 1

@@ -272,3 +272,18 @@ def test_leavers_take_effect_on_their_termination_date():
         ]
     )
     assert list(leavers(people, TODAY)["employee_id"]) == ["E000002", "E000004"]
+
+
+def test_a_status_match_that_excludes_active_people_is_refused(tmp_path):
+    rules = [{"name": "on-leave", "match": {"status": ["leave"]}, "courses": [{"name": "X"}]}]
+    with pytest.raises(RulesError, match=r"match.status \['leave'\] never matches: only active people"):
+        load_rules(rules_file(tmp_path, rules))
+    ok = [
+        {
+            "name": "act",
+            "match": {"status": ["Active"]},
+            "exclude": {"status": ["leave"]},
+            "courses": [{"name": "X"}],
+        }
+    ]
+    assert load_rules(rules_file(tmp_path, ok)).rules[0].match["status"] == ["Active"]

@@ -118,9 +118,17 @@ class GateResult:
         raise GateFailedError(f"gate {self.name!r} failed: " + "; ".join(parts), self)
 
 
+PERSONAL_FIELDS = frozenset({"email", "first_name", "last_name", "_email_active_key"})
+
+
 def _short(failure: dict) -> dict:
-    keys = ("expectation", "column", "description", "unexpected_count", "observed_value", "sample_rows")
-    return {k: failure.get(k) for k in keys}
+    """A failure without personal data (emails, names): summaries travel through XCom and logs."""
+    keys = ("expectation", "column", "description", "unexpected_count", "observed_value")
+    short = {k: failure.get(k) for k in keys}
+    short["sample_rows"] = [
+        {k: v for k, v in row.items() if k not in PERSONAL_FIELDS} for row in failure.get("sample_rows") or []
+    ]
+    return short
 
 
 def write_text(path: Any, text: str) -> None:
