@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Query, Request
@@ -509,8 +510,10 @@ def _add_admin_routes(app: FastAPI, config: SandboxConfig, sandbox: Sandbox, tok
     async def reset():
         """Back to the seeded state (same seed, same ids), stats zeroed, tokens dropped."""
         seed_name = store.get_meta(sandbox.conn, "seed") or config.seed
+        anchor_text = store.get_meta(sandbox.conn, "anchor")
+        anchor = datetime.fromisoformat(anchor_text) if anchor_text else None
         store.wipe(sandbox.conn)
-        counts = seeding.seed_database(sandbox.conn, seed_name, api_username=config.username)
+        counts = seeding.seed_database(sandbox.conn, seed_name, api_username=config.username, anchor=anchor)
         tokens.reload()
         stats.reset()
         return _json({"seed": seed_name, "counts": counts})

@@ -308,13 +308,12 @@ ENROLLMENT_COLUMNS = (
 )
 
 
-def _enrollment_rows(people: list[Person], courses: list[Course], today: date,
+def _enrollment_rows(people: list[Person], courses: list[Course], today: date, now: int,
                      rng: random.Random, session_rows: list[tuple]) -> Iterator[tuple]:
     statuses = list(STATUS_WEIGHTS)
     cumulative = list(itertools.accumulate(STATUS_WEIGHTS.values()))
     total_weight = cumulative[-1]
     extra = courses[NAMED_COURSE_COUNT:]
-    now = int(datetime.now(UTC).timestamp())
     by_name = {c.name: c for c in courses[:NAMED_COURSE_COUNT]}
     status_cycle = 0
     for person in people:
@@ -366,13 +365,15 @@ def _catalogue_rows(courses: list[Course], now: str, today: date) -> tuple[list,
 
 
 def seed_database(conn: sqlite3.Connection, size: str, *, api_username: str,
-                  today: date | None = None) -> dict[str, int]:
+                  anchor: datetime | None = None) -> dict[str, int]:
     """Fill an empty store with the ``size`` organisation; returns row counts per table."""
     if size not in SEED_SIZES:
         raise ValueError(f"unknown seed {size!r}; choose one of {', '.join(SEED_SIZES)}")
-    today = today or datetime.now(UTC).date()
+    anchor = (anchor or datetime.now(UTC)).replace(microsecond=0)
+    today = anchor.date()
+    anchor_epoch = int(anchor.timestamp())
     rng = random.Random(f"absorb-sandbox:{size}")
-    now = to_iso(datetime.now(UTC))
+    now = to_iso(anchor)
     store.create_schema(conn)
     store.bulk_load_mode(conn, True)
     conn.execute("BEGIN")
@@ -390,10 +391,10 @@ def seed_database(conn: sqlite3.Connection, size: str, *, api_username: str,
         ensure_api_user(conn, api_username)
         session_enrollments: list[tuple] = []
         conn.executemany(f"INSERT INTO enrollments ({ENROLLMENT_COLUMNS}) VALUES ({', '.join('?' * 22)})",
-                         _enrollment_rows(people, courses, today, rng, session_enrollments))
+                         _enrollment_rows(people, courses, today, anchor_epoch, rng, session_enrollments))
         conn.executemany(f"INSERT INTO session_enrollments VALUES ({', '.join('?' * 13)})", session_enrollments)
         store.set_meta(conn, "seed", size)
-        store.set_meta(conn, "anchor_date", today.isoformat())
+        store.set_meta(conn, "anchor", anchor.isoformat())
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
