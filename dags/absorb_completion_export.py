@@ -4,8 +4,8 @@
 Exports course enrollments (progress, completion, scores, time spent) for reporting, daily and on
 demand, and updates the `absorb://completions` asset.
 
-1. **extract** — enrollments edited in the run's data interval (`dateEdited`; a manual run takes
-   what changed since the last export), or all of them with `full_export`, for every course or
+1. **extract** — enrollments edited in the run's data interval (`dateEdited`; scheduled runs
+   cover the previous UTC day, a manual run takes what changed since the last export), or all of them with `full_export`, for every course or
    `course_ids`; paged reads. Normalised: status names, time spent in seconds, UTC dates, employee
    id, department/job/location from the last accepted HR feed (else Absorb).
 2. **validate_export** — Great Expectations gate (unique ids, one active enrollment per person and
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 COMPLETIONS = Asset("absorb://completions")
 API_TASK = {"pool": "absorb_api"}
@@ -88,7 +88,7 @@ PARAMS = {
 
 @dag(
     dag_id="absorb_completion_export",
-    schedule="@daily",
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),  # daily runs own their interval
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
@@ -112,6 +112,7 @@ def absorb_completion_export():
         state = run.state()
         window = export.export_window(
             full_export=run.params["full_export"],
+            scheduled=run.scheduled,
             interval_start=run.interval_start,
             interval_end=run.interval_end,
             last_export=state.last_export(),

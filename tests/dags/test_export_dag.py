@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import uuid
-from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
@@ -39,23 +38,6 @@ def edit_sandbox(world, *statements: str) -> None:
             connection.execute(statement)
     world.server.start()
     os.environ["AIRFLOW_CONN_ABSORB_DEFAULT"] = world.server.airflow_connection_json()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def coherent_seed(world):
-    """WORKAROUND for the sandbox seed (absorb_sandbox/seed.py ``_enrollment_row``), which sets
-    ``dateCompleted`` on NotComplete/Failed/PendingEvaluation/ReadyForReview enrollments and dates
-    up to ~50 days in the future: the export gate rightly refuses that, so the happy-path tests
-    start from data made coherent here. A no-op once the seed is fixed."""
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000000Z")
-    edit_sandbox(
-        world,
-        "UPDATE enrollments SET date_completed = NULL WHERE status != 3 AND date_completed IS NOT NULL",
-        *(
-            f"UPDATE enrollments SET {c} = '{now}' WHERE {c} > '{now}'"
-            for c in ("date_started", "date_completed", "date_edited")
-        ),
-    )
 
 
 def sql_rows(table: str) -> pd.DataFrame:

@@ -1,8 +1,8 @@
 """Jobs of ``absorb_completion_export``: extract -> gate -> write (Parquet, CSV, SQL) -> report.
 
-Incremental by ``dateEdited`` in ``[since, until)``: the run's data interval for scheduled runs;
-for a manual run the end of the last export up to now; a full export when asked or when there is
-no previous export. The completed-count drop check compares full exports with full exports only
+Incremental by ``dateEdited`` in ``[since, until)``: the run's data interval for scheduled and
+backfill runs; for a manual run the end of the last export up to now; a full export when asked
+or when there is no previous export. The completed-count drop check compares full exports with full exports only
 (an increment's completed count says nothing about a drop).
 
 Run folder: ``export.parquet`` (the normalised table), ``export_validation.json``,
@@ -33,20 +33,34 @@ if TYPE_CHECKING:
 def export_window(
     *,
     full_export: bool,
+    scheduled: bool,
     interval_start: datetime | None,
     interval_end: datetime | None,
     last_export: Mapping | None,
     now: datetime,
 ) -> dict:
-    """The ``dateEdited`` window of this run: ``{"full": bool, "since": iso|None, "until": iso}``."""
-    until = interval_end or now
+    """The ``dateEdited`` window of this run: ``{"full": bool, "since": iso|None, "until": iso}``.
+
+    Scheduled (and backfill) runs take their data interval, so each day is exported exactly once
+    and a cleared run re-exports its own day. Manual runs take what changed since the last export
+    (or everything when there was none).
+    """
     if full_export:
-        return {"full": True, "since": None, "until": until.isoformat()}
-    if interval_start is not None and interval_end is not None and interval_start < interval_end:
-        return {"full": False, "since": interval_start.isoformat(), "until": until.isoformat()}
+        return {
+            "full": True,
+            "since": None,
+            "until": (interval_end if scheduled and interval_end else now).isoformat(),
+        }
+    if (
+        scheduled
+        and interval_start is not None
+        and interval_end is not None
+        and interval_start < interval_end
+    ):
+        return {"full": False, "since": interval_start.isoformat(), "until": interval_end.isoformat()}
     if last_export and last_export.get("until"):
-        return {"full": False, "since": last_export["until"], "until": until.isoformat()}
-    return {"full": True, "since": None, "until": until.isoformat()}
+        return {"full": False, "since": last_export["until"], "until": now.isoformat()}
+    return {"full": True, "since": None, "until": now.isoformat()}
 
 
 def _odata_datetime(value: str) -> str:

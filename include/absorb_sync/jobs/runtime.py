@@ -104,12 +104,18 @@ class RunContext:
 
     dag_id: str
     run_id: str
+    run_type: str
     params: dict
     output_root: ObjectStoragePath
     folder: ObjectStoragePath
     now: datetime
     interval_start: datetime | None
     interval_end: datetime | None
+
+    @property
+    def scheduled(self) -> bool:
+        """A run the scheduler made for its data interval (scheduled or backfill), not a manual one."""
+        return self.run_type.rsplit(".", 1)[-1].lower() in ("scheduled", "backfill")
 
     @property
     def today(self) -> date:
@@ -136,6 +142,7 @@ def current_run() -> RunContext:
     return RunContext(
         dag_id=dag_run.dag_id,
         run_id=dag_run.run_id,
+        run_type=str(getattr(dag_run, "run_type", "manual")),
         params=params,
         output_root=root,
         folder=run_folder(root, dag_run.dag_id, dag_run.run_id),
