@@ -219,7 +219,7 @@ class AirflowCluster:
     def restart(self, name: str, extra_env: dict[str, str] | None = None) -> None:
         """Restarts one component with extra settings (e.g. the scheduler with its timetables on)."""
         component = next(c for c in self.components if c.name == name)
-        self._terminate(component)
+        self._terminate_all([component])
         self.components.remove(component)
         log_path = component.log_path
         log_path.rename(log_path.with_suffix(f".{int(time.time())}.log"))
@@ -227,8 +227,7 @@ class AirflowCluster:
 
     def stop(self) -> list[str]:
         """Stops every component by process group; returns descriptions of stray processes found."""
-        for component in reversed(self.components):
-            self._terminate(component)
+        self._terminate_all(self.components)
         strays = self.stray_processes()
         for pid, _ in strays:
             with contextlib.suppress(ProcessLookupError):
@@ -350,22 +349,23 @@ class AirflowCluster:
         self.components.append(Component(name, argv, log_path, extra_env or {}, process))
 
     @staticmethod
-    def _terminate(component: Component, grace: float = 20) -> None:
-        """SIGTERM to the component's process group, SIGKILL to whatever is left after ``grace``."""
-        process = component.process
-        if process is None:
-            return
-        group = process.pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGTERM)
+    def _terminate_all(components: list[Component], grace: float = 20) -> None:
+        """SIGTERM to every process group at once, SIGKILL to whatever is left after ``grace``."""
+        groups = [c.process.pid for c in components if c.process is not None]
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _group_alive(group):
-            process.poll()  # reaps the leader once it exits
+        while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+            for component in components:
+                component.process.poll()  # reaps leaders as they exit
             time.sleep(0.2)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
+        for group in groups:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        for component in components:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                component.process.wait(timeout=5)
 
     def _alive(self) -> bool:
         """True while every component runs; raises naming the first one that exited."""
