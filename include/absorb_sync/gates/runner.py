@@ -106,7 +106,7 @@ class GateResult:
         if self.passed:
             return
         parts = []
-        for failure in self.table_failures:
+        for failure in map(_short, self.table_failures):
             text = f"{failure['description']} [{failure['expectation']}]"
             if failure.get("unexpected_count"):
                 text += f": {failure['unexpected_count']} row(s)"
