@@ -269,7 +269,7 @@ def _line_of_offset(data: bytes, offset: int, encoding: str) -> int:
 
 def _sniff_delimiter(text: str) -> str:
     """The candidate delimiter that splits the header into the most fields (quotes respected)."""
-    sample = "\n".join(text.splitlines()[:20])
+    sample = "\n".join(text[:65536].splitlines()[:20])
     best, best_count = ",", 1
     for candidate in DELIMITERS:
         try:
@@ -301,7 +301,7 @@ def _records(text: str, delimiter: str):
 
 def _check_header(headers: list[str], delimiter: str, mapping: ColumnMapping, source: str, text: str) -> None:
     if len(headers) == 1:
-        others = [d for d in DELIMITERS if d != delimiter and d in text.splitlines()[0]]
+        others = [d for d in DELIMITERS if d != delimiter and d in text[:65536].splitlines()[0]]
         hint = f"; the header contains {others[0]!r}, try delimiter {others[0]!r}" if others else ""
         raise FeedError(
             f"feed {source}: the header has a single column with delimiter {delimiter!r} "

@@ -50,7 +50,7 @@ def validate_feed(
     """
     work = _prepare(frame)
     missing = [c for c in CANONICAL_COLUMNS if c not in frame.columns]
-    checks = _table_checks(missing, len(work), previous_row_count, max_row_drift_pct)
+    checks = _table_checks(missing, previous_row_count, max_row_drift_pct)
     if not missing:
         checks += _row_checks()
     outcomes = run_checks("hr_feed", work, checks, LINE_COLUMN)
@@ -105,7 +105,7 @@ def _prepare(frame: pd.DataFrame) -> pd.DataFrame:
     return work
 
 
-def _table_checks(missing: list[str], rows: int, previous: int | None, drift_pct: float) -> list[Check]:
+def _table_checks(missing: list[str], previous: int | None, drift_pct: float) -> list[Check]:
     checks = [
         Check(lambda x, c=c: x.ExpectColumnToExist(column=c), TABLE, f"column {c} is present", c)
         for c in CANONICAL_COLUMNS
