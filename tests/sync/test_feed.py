@@ -217,3 +217,43 @@ def test_feed_from_object_storage(staff):
     assert feed.source == "memory://absorb-feeds/hr/feed.csv"
     with pytest.raises(FeedError, match="does not exist"):
         read_feed(ObjectStoragePath("memory://absorb-feeds/hr/missing.csv"), CANONICAL)
+
+
+def _render(fields: list[str], delimiter: str) -> str:
+    import csv as csv_module
+    import io
+
+    buffer = io.StringIO()
+    csv_module.writer(buffer, delimiter=delimiter, lineterminator="\n").writerow(fields)
+    return buffer.getvalue()
+
+
+def test_line_numbers_match_the_physical_lines_for_random_multiline_records(tmp_path):
+    """Property: each row's _line is where its record starts, whatever quoting and newlines precede it."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from .helpers import HEADER
+
+    columns = HEADER.split(",")
+    text_value = st.text(alphabet="ab ,;\n\"'", min_size=0, max_size=8)
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.lists(st.tuples(text_value, text_value), min_size=1, max_size=8), st.sampled_from([",", ";", "|"])
+    )
+    def check(pairs, delimiter):
+        chunks, starts, line = [_render(columns, delimiter)], [], 2
+        for number, (last_name, job_title) in enumerate(pairs, start=1):
+            row = person(f"E{number:06d}", last_name=f"L{last_name}", job_title=f"T{job_title}")
+            rendered = _render(["" if row[c] is None else row[c] for c in columns], delimiter)
+            starts.append(line)
+            line += rendered.count("\n")
+            chunks.append(rendered)
+        path = tmp_path / "random.csv"
+        path.write_text("".join(chunks), encoding="utf-8")
+        frame = read_feed(path, load_mapping({"delimiter": delimiter})).frame
+        assert list(frame["_line"]) == starts
+        assert list(frame["last_name"]) == [f"L{a}".strip() for a, _ in pairs]
+
+    check()
