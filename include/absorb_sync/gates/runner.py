@@ -26,6 +26,7 @@ ROW = "row"
 
 _CONTEXT: Any = None
 _CONTEXT_LOCK = threading.Lock()
+_RUN_LOCK = threading.Lock()  # the shared batch definition is not meant for concurrent batches
 
 
 class GateFailedError(Exception):
@@ -200,20 +201,20 @@ def run_checks(name: str, frame: pd.DataFrame, checks: list[Check], index_column
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    batch = _batch_definition().get_batch(batch_parameters={"dataframe": frame})
+    definition = _batch_definition()
     suite = gx.ExpectationSuite(name=name)
     for number, check in enumerate(checks):
         expectation = check.build(gxe)
         expectation.meta = {"check": number, "description": check.description}
         suite.add_expectation(expectation)
-    result = batch.validate(
-        suite,
-        result_format={
-            "result_format": "COMPLETE",
-            "unexpected_index_column_names": [index_column],
-            "return_unexpected_index_query": False,
-        },
-    )
+    result_format = {
+        "result_format": "COMPLETE",
+        "unexpected_index_column_names": [index_column],
+        "return_unexpected_index_query": False,
+    }
+    with _RUN_LOCK:
+        batch = definition.get_batch(batch_parameters={"dataframe": frame})
+        result = batch.validate(suite, result_format=result_format)
     return _outcomes(result, checks)
 
 
