@@ -13,7 +13,6 @@ through the API get theirs at once.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import random
 import sqlite3
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from absorb_sandbox import store
-from absorb_sandbox.timeutil import TICKS_PER_SECOND, to_iso
+from absorb_sandbox.timeutil import to_iso
 
 NAMESPACE = uuid.UUID("6f1c3a52-8d4e-5b7f-9a0c-2e4d6f8a1b3c")
 
@@ -246,59 +245,9 @@ def _courses_for(person: Person, by_name: dict[str, Course], extra: list[Course]
     return chosen
 
 
-_DAY_TEXT: dict[int, str] = {}
-_TIME_TEXT: dict[int, str] = {}
-
-
-def _iso_seconds(epoch_seconds: int | None) -> str | None:
-    """Stored-form text of a whole-second UTC epoch timestamp; day and time-of-day strings are
-    cached because the seed formats millions of them."""
-    if epoch_seconds is None:
-        return None
-    day, second = divmod(int(epoch_seconds), _DAY)
-    day_text = _DAY_TEXT.get(day)
-    if day_text is None:
-        day_text = _DAY_TEXT[day] = (_EPOCH + timedelta(days=day)).strftime("%Y-%m-%d")
-    time_text = _TIME_TEXT.get(second)
-    if time_text is None:
-        hour, rest = divmod(second, 3600)
-        time_text = _TIME_TEXT[second] = f"T{hour:02d}:{rest // 60:02d}:{rest % 60:02d}.000000Z"
-    return day_text + time_text
-
-
 _EPOCH = datetime(1970, 1, 1)
 _DAY = 86_400
-
-
-def _enrollment_row(rng: random.Random, enrollment_id: str, person: Person, course: Course,
-                    status: int, enrolled: int, is_active: bool, now: int) -> tuple:
-    """One enrollment tuple; times are epoch seconds, never after ``now``. Only Complete (3) has a
-    completion date (and 100 % progress); started statuses have a start date and time spent."""
-    rand = rng.random
-    enrolled = min(enrolled, now - 3600)
-    started = completed = None
-    progress, score, ticks = 0.0, None, 0
-    if status not in (0, 2, 6, 8):
-        started = min(enrolled + int(rand() * 30 * _DAY), now - 60)
-        ticks = int((60 + rand() * 6 * 3600) * TICKS_PER_SECOND)
-        progress = float(5 + int(rand() * 90))
-    if status == 3:
-        completed = min(started + int(rand() * 20 * _DAY), now)
-        score = float(70 + int(rand() * 31))
-        progress = 100.0
-    elif status in (5, 7, 12):
-        score = float(20 + int(rand() * 60))
-    enrolled_text = _iso_seconds(enrolled)
-    started_text = _iso_seconds(started)
-    completed_text = _iso_seconds(completed)
-    due_text = _iso_seconds(enrolled + 30 * _DAY) if rand() < 0.5 else None
-    return (
-        enrollment_id, person.id, course.id, status, progress, score, ticks,
-        enrolled_text, started_text, completed_text, None, due_text,
-        completed_text or started_text or enrolled_text, None, None, 0, None,
-        random_uuid(rng) if status == 3 else None, None, int(is_active), None, 0,
-    )
-
+_PRIME = 2_147_483_647  # 2**31 - 1: products of two residues stay inside SQLite's 64-bit integers
 
 ENROLLMENT_COLUMNS = (
     "id, user_id, course_id, status, progress, score, time_spent_ticks, date_added, date_started, "
@@ -308,39 +257,137 @@ ENROLLMENT_COLUMNS = (
 )
 
 
-def _enrollment_rows(people: list[Person], courses: list[Course], today: date, now: int,
-                     rng: random.Random, session_rows: list[tuple]) -> Iterator[tuple]:
-    statuses = list(STATUS_WEIGHTS)
-    cumulative = list(itertools.accumulate(STATUS_WEIGHTS.values()))
-    total_weight = cumulative[-1]
-    extra = courses[NAMED_COURSE_COUNT:]
+def _pair_rows(people: list[Person], courses: list[Course], today: date, anchor_epoch: int,
+               rng: random.Random) -> Iterator[tuple]:
+    """(user id, course index, earliest enrollment epoch, span seconds) per enrollment to create.
+
+    Python only decides who is enrolled in what; ``_ENROLLMENTS_SQL`` derives every other column
+    in SQL, which is what keeps the ``large`` seed fast."""
+    index_of = {course.id: number for number, course in enumerate(courses)}
     by_name = {c.name: c for c in courses[:NAMED_COURSE_COUNT]}
-    status_cycle = 0
+    extra = courses[NAMED_COURSE_COUNT:]
+    earliest_day = today - timedelta(days=720)
     for person in people:
         if person.preprovisioned:
             continue
+        start_day = max(person.hire_date, earliest_day)
+        base = (start_day - _EPOCH.date()).days * _DAY
+        span = max(0, anchor_epoch - 3600 - base)
         for course in _courses_for(person, by_name, extra, today, rng):
-            enrolled_day = max(person.hire_date, today - timedelta(days=720))
-            span_days = max(0, (today - enrolled_day).days - 1)
-            enrolled = (enrolled_day - _EPOCH.date()).days * _DAY + int(rng.random() * (span_days * _DAY + _DAY))
-            # Cycle through all statuses first so even a tiny seed holds every one of them.
-            if status_cycle < len(statuses):
-                status = statuses[status_cycle]
-            else:
-                status = statuses[bisect.bisect(cumulative, rng.random() * total_weight)]
-            status_cycle += 1
-            if rng.random() < 0.03 and course.course_type == "OnlineCourse":
-                history_start = enrolled - 365 * _DAY
-                yield _enrollment_row(rng, random_uuid(rng), person, course, 3, history_start, False, now)
-            enrollment_id = random_uuid(rng)
-            row = _enrollment_row(rng, enrollment_id, person, course, status, enrolled, True, now)
-            if course.course_type == "InstructorLedCourse":
-                session = session_id(course.name, 1 + rng.randrange(course.sessions))
-                session_rows.append((
-                    random_uuid(rng), enrollment_id, session, person.id, course.id, status, row[4],
-                    row[5], row[6], row[7], row[8], row[9], row[12],
-                ))
-            yield row
+            yield person.id, index_of[course.id], base, span
+
+
+def _random_sql(salt: int) -> str:
+    """A deterministic pseudo-random integer in [0, 2**31-1) from the pair's rowid ``r`` and a salt."""
+    first = f"((r * 2654435761 + {salt * 97531}) % {_PRIME})"
+    return f"(((({first} * {first}) % {_PRIME}) * 48271 + {salt}) % {_PRIME})"
+
+
+def _guid_sql(a: int, b: int, c: int, unique: str) -> str:
+    """A GUID-shaped text whose last group encodes ``unique`` (so ids cannot collide)."""
+    return (f"printf('%08x-%04x-4%03x-%04x-%012x', {_random_sql(a)}, {_random_sql(b)} % 65536, "
+            f"{_random_sql(c)} % 4096, 32768 + ({_random_sql(a + c)} % 16384), {unique})")
+
+
+def _status_sql() -> str:
+    cumulative = list(itertools.accumulate(STATUS_WEIGHTS.values()))
+    total = cumulative[-1]
+    cases = " ".join(f"WHEN roll < {int(_PRIME * bound / total)} THEN {status}"
+                     for status, bound in zip(STATUS_WEIGHTS, cumulative, strict=True))
+    return f"CASE {cases} ELSE 3 END"
+
+
+def _stamp(column: str) -> str:
+    return f"strftime('%Y-%m-%dT%H:%M:%S.000000Z', {column}, 'unixepoch')"
+
+
+# Layer 1 draws the status and randoms, layer 2 turns them into epochs (never after the anchor;
+# only Complete has a completion date), the outer select formats; rows come out grouped by course.
+_ENROLLMENTS_SQL = f"""
+INSERT INTO enrollments ({ENROLLMENT_COLUMNS})
+SELECT {_guid_sql(11, 12, 13, "r * 2")}, user_id, course_id, status, progress, score, ticks,
+       {_stamp("enrolled")}, {_stamp("started")}, {_stamp("completed")}, NULL,
+       CASE WHEN due_roll % 2 = 0 THEN {_stamp("enrolled + 30 * 86400")} END,
+       {_stamp("COALESCE(completed, started, enrolled)")}, NULL, NULL, 0, NULL,
+       CASE WHEN status = 3 THEN {_guid_sql(21, 22, 23, "r")} END, NULL, 1, NULL, 0
+FROM (
+  SELECT r, user_id, course_id, course_idx, status, enrolled, due_roll,
+         CASE WHEN started IS NOT NULL THEN (60 + tick_roll % 21600) * 10000000 + tick_roll % 10000000 ELSE 0 END
+           AS ticks,
+         CASE WHEN status = 3 THEN 100.0 WHEN started IS NOT NULL THEN 5.0 + progress_roll % 90 ELSE 0.0 END
+           AS progress,
+         CASE WHEN status = 3 THEN 70.0 + score_roll % 31 WHEN status IN (5, 7, 12) THEN 20.0 + score_roll % 60 END
+           AS score,
+         started, CASE WHEN status = 3 THEN MIN(started + complete_roll % (20 * 86400), :anchor) END AS completed
+  FROM (
+    SELECT r, user_id, course_id, course_idx, status, enrolled, due_roll, tick_roll, progress_roll, score_roll,
+           complete_roll,
+           CASE WHEN status NOT IN (0, 2, 6, 8) THEN MIN(enrolled + start_roll % (30 * 86400), :anchor - 60) END
+             AS started
+    FROM (
+      SELECT p.r AS r, p.user_id AS user_id, c.id AS course_id, p.course_idx AS course_idx,
+             {_status_sql().replace("roll", _random_sql(1))} AS status,
+             MIN(p.base + {_random_sql(2)} % (p.span + 1), :anchor - 3600) AS enrolled,
+             {_random_sql(3)} AS start_roll, {_random_sql(4)} AS complete_roll, {_random_sql(5)} AS tick_roll,
+             {_random_sql(6)} AS progress_roll, {_random_sql(7)} AS score_roll, {_random_sql(8)} AS due_roll
+      FROM _seed_pairs p JOIN _seed_courses c ON c.idx = p.course_idx
+    )
+  )
+)
+ORDER BY course_idx, r
+"""
+
+# ~3 % of online enrollments also have an older, completed, historical (isActive=false) one.
+_HISTORY_SQL = f"""
+INSERT INTO enrollments ({ENROLLMENT_COLUMNS})
+SELECT {_guid_sql(31, 32, 33, "r * 2 + 1")}, user_id, course_id, 3, 100.0, 85.0, 36000000000,
+       {_stamp("enrolled")}, {_stamp("enrolled + 86400")}, {_stamp("enrolled + 2 * 86400")}, NULL, NULL,
+       {_stamp("enrolled + 2 * 86400")}, NULL, NULL, 0, NULL, NULL, NULL, 0, NULL, 0
+FROM (
+  SELECT p.r AS r, p.user_id AS user_id, c.id AS course_id, p.course_idx AS course_idx,
+         MIN(p.base, :anchor - 400 * 86400) - 365 * 86400 - {_random_sql(10).replace("r *", "p.r *")} % (180 * 86400)
+           AS enrolled
+  FROM _seed_pairs p JOIN _seed_courses c ON c.idx = p.course_idx AND c.online = 1
+)
+WHERE {_random_sql(9)} % 100 < 3
+ORDER BY course_idx, r
+"""
+
+# Every ILC enrollment gets a session enrollment in one of the course's sessions.
+_SESSION_ENROLLMENTS_SQL = f"""
+INSERT INTO session_enrollments
+SELECT {_guid_sql(41, 42, 43, "r")}, id, session_id, user_id, course_id, status, progress, score,
+       time_spent_ticks, date_added, date_started, date_completed, date_edited
+FROM (
+  SELECT e.rowid AS r, e.id AS id, s.id AS session_id, e.user_id AS user_id, e.course_id AS course_id,
+         e.status AS status, e.progress AS progress, e.score AS score, e.time_spent_ticks AS time_spent_ticks,
+         e.date_added AS date_added, e.date_started AS date_started, e.date_completed AS date_completed,
+         e.date_edited AS date_edited
+  FROM enrollments e
+  JOIN _seed_courses c ON c.id = e.course_id AND c.online = 0
+  JOIN _seed_sessions s ON s.course_idx = c.idx AND s.position = 1 + (e.rowid * 7919) % c.sessions
+)
+"""
+
+
+def _load_enrollments(conn: sqlite3.Connection, people: list[Person], courses: list[Course], today: date,
+                      anchor_epoch: int, rng: random.Random) -> None:
+    conn.execute("CREATE TEMP TABLE _seed_pairs (r INTEGER PRIMARY KEY, user_id TEXT, course_idx INTEGER, "
+                 "base INTEGER, span INTEGER)")
+    conn.execute("CREATE TEMP TABLE _seed_courses (idx INTEGER PRIMARY KEY, id TEXT, online INTEGER, sessions INTEGER)")
+    conn.execute("CREATE TEMP TABLE _seed_sessions (course_idx INTEGER, position INTEGER, id TEXT)")
+    conn.executemany("INSERT INTO _seed_courses VALUES (?, ?, ?, ?)", [
+        (number, c.id, int(c.course_type == "OnlineCourse"), c.sessions) for number, c in enumerate(courses)])
+    conn.executemany("INSERT INTO _seed_sessions VALUES (?, ?, ?)", [
+        (number, position, session_id(c.name, position))
+        for number, c in enumerate(courses) for position in range(1, c.sessions + 1)])
+    conn.executemany("INSERT INTO _seed_pairs (user_id, course_idx, base, span) VALUES (?, ?, ?, ?)",
+                     _pair_rows(people, courses, today, anchor_epoch, rng))
+    conn.execute(_HISTORY_SQL, {"anchor": anchor_epoch})
+    conn.execute(_ENROLLMENTS_SQL, {"anchor": anchor_epoch})
+    conn.execute(_SESSION_ENROLLMENTS_SQL)
+    for table in ("_seed_pairs", "_seed_courses", "_seed_sessions"):
+        conn.execute(f"DROP TABLE temp.{table}")
 
 
 def _catalogue_rows(courses: list[Course], now: str, today: date) -> tuple[list, list, list, list]:
@@ -389,10 +436,7 @@ def seed_database(conn: sqlite3.Connection, size: str, *, api_username: str,
         people = build_people(SEED_SIZES[size], rng, today)
         conn.executemany(f"INSERT INTO users VALUES ({', '.join('?' * 18)})", _user_rows(people, now))
         ensure_api_user(conn, api_username)
-        session_enrollments: list[tuple] = []
-        conn.executemany(f"INSERT INTO enrollments ({ENROLLMENT_COLUMNS}) VALUES ({', '.join('?' * 22)})",
-                         _enrollment_rows(people, courses, today, anchor_epoch, rng, session_enrollments))
-        conn.executemany(f"INSERT INTO session_enrollments VALUES ({', '.join('?' * 13)})", session_enrollments)
+        _load_enrollments(conn, people, courses, today, anchor_epoch, rng)
         store.set_meta(conn, "seed", size)
         store.set_meta(conn, "anchor", anchor.isoformat())
         conn.execute("COMMIT")
