@@ -278,7 +278,8 @@ class BatchedTableWriter:
         table = pa.Table.from_arrays(arrays, schema=self.schema)
         self._writer.write_table(table)
         self.rows_written += self._pending
-        self._columns = {name: [] for name, _ in self.fields}
+        for values in self._columns.values():
+            values.clear()  # in place: write_rows holds these lists
         self._pending = 0
 
     def __exit__(self, exc_type, exc, tb) -> None:

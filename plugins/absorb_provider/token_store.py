@@ -6,17 +6,22 @@ so parallel tasks that log in on their own knock each other out. This module mak
 Layers, cheapest first:
 
 1. in-process memory (threads of a hook and hooks of a process);
-2. a shared store holding the token *encrypted* with a key derived from the connection's own
-   credentials (so the stored blob is useless to anyone who could not log in anyway):
-   - inside an Airflow task: an Airflow Variable (``absorb_token_secret__<identity>``), reached
-     through the Task Execution API, so every worker of the deployment sees it. Its key contains
-     "secret", so Airflow masks its value in the UI and logs as well;
-   - outside a task (scripts, tests, the supervisor), ``Variable.set`` has no channel to the API
-     server and ``Variable.get`` only reads env/external backends, so the token goes to a 0600 file
-     in a 0700 per-user directory on the local machine instead - ciphertext only, never the token;
+2. shared stores holding the token *sealed* (Fernet, key derived from the connection's own
+   credentials, so a stored blob is useless to anyone who could not log in anyway):
+   - the host's file store: a 0600 file in a 0700 per-user directory, used by every process on
+     the machine (tasks, scripts, tests). It holds ciphertext only, never the token;
+   - inside an Airflow task, also an Airflow Variable (``absorb_token_secret__<identity>``),
+     reached through the Task Execution API, so every worker of the deployment sees it; the
+     key contains "secret", so Airflow masks the value as well. Outside a task
+     ``Variable.set`` has no channel to the API server and ``Variable.get`` reads only env and
+     external backends, which is why the file store exists at all.
+   Readers take the newest fresh token of all stores and copy it to the stores that lack it;
 3. a host-wide file lock (the lock file holds nothing) so that concurrent first logins on one
-   machine queue behind a single ``/authenticate``, plus - with the Variable store - a lease
-   Variable so that workers on other machines wait for the one that is logging in.
+   machine queue behind a single ``/authenticate``, plus - in a task - a lease Variable so that
+   workers on other machines wait for the one that is logging in.
+
+Tokens are keyed by the identity (gateway + username), not the connection id: Absorb keeps one
+token per *user*, so two connections for the same API user must share it too.
 
 On a 401 a client re-authenticates only if the token that failed is still the shared one;
 otherwise it adopts the newer token somebody else already stored.
@@ -55,6 +60,7 @@ class Token:
 
     value: str = field(repr=False)
     expires_at: float
+    issued_at: float = field(default_factory=time.time)
 
     @property
     def fingerprint(self) -> str:
@@ -71,7 +77,9 @@ class TokenCipher:
         self._fernet = Fernet(base64.urlsafe_b64encode(hashlib.sha256(key_material).digest()))
 
     def seal(self, token: Token) -> str:
-        payload = json.dumps({"token": token.value, "expires_at": token.expires_at}).encode()
+        payload = json.dumps(
+            {"token": token.value, "expires_at": token.expires_at, "issued_at": token.issued_at}
+        ).encode()
         return self._fernet.encrypt(payload).decode()
 
     def open(self, blob: str | None) -> Token | None:
@@ -80,7 +88,11 @@ class TokenCipher:
             return None
         try:
             data = json.loads(self._fernet.decrypt(blob.encode()))
-            return Token(value=str(data["token"]), expires_at=float(data["expires_at"]))
+            return Token(
+                value=str(data["token"]),
+                expires_at=float(data["expires_at"]),
+                issued_at=float(data.get("issued_at", 0.0)),
+            )
         except (InvalidToken, ValueError, KeyError, TypeError):
             return None
 
@@ -200,24 +212,27 @@ class VariableStore:
             return None
 
 
-def default_store(identity: str) -> SharedStore:
-    return VariableStore(identity) if in_airflow_task() else FileStore(identity)
-
-
 class TokenManager:
-    """Hands out the shared token; logs in lazily, at most once per expiry across processes."""
+    """Hands out the shared token; logs in lazily, at most once per expiry across processes.
+
+    Stores: the host's sealed file always, plus the Airflow Variable inside a task. Reads take
+    the newest fresh token of all of them and copy it to any store that lacks it, so scripts and
+    tasks on one machine and tasks on other machines all converge on one token.
+    """
 
     def __init__(
         self,
         identity: str,
         key_material: bytes,
         login: Callable[[], Token],
-        store: SharedStore | None = None,
+        stores: list[SharedStore] | None = None,
     ) -> None:
         self._identity = identity
         self._cipher = TokenCipher(key_material)
         self._login = login
-        self._store = store
+        self._fixed_stores = stores
+        self._file_store: FileStore | None = None
+        self._variable_store: VariableStore | None = None
         self._memory: Token | None = None
         self._thread_lock = threading.RLock()
         self._owner = uuid.uuid4().hex
@@ -227,13 +242,20 @@ class TokenManager:
         self.login_count = 0
 
     @property
-    def store(self) -> SharedStore:
-        if self._store is None:
-            self._store = default_store(self._identity)
-        return self._store
+    def stores(self) -> list[SharedStore]:
+        """The injected stores, else the host file plus (inside a task) the Airflow Variable."""
+        if self._fixed_stores is not None:
+            return self._fixed_stores
+        if self._file_store is None:
+            self._file_store = FileStore(self._identity)
+        if not in_airflow_task():
+            return [self._file_store]
+        if self._variable_store is None:
+            self._variable_store = VariableStore(self._identity)
+        return [self._variable_store, self._file_store]
 
     def current(self) -> Token:
-        """A fresh token: from memory, else the shared store, else a single login."""
+        """A fresh token: from memory, else the shared stores, else a single login."""
         token = self._memory
         if token is not None and token.is_fresh():
             return token
@@ -250,12 +272,31 @@ class TokenManager:
             return self._obtain(stale=rejected)
 
     def _read_shared(self, stale: Token | None) -> Token | None:
-        token = self._cipher.open(self.store.read())
-        if token is None or not token.is_fresh():
+        """The newest fresh token in any store (not ``stale``); copied to stores that lack it."""
+        found: list[tuple[SharedStore, Token | None]] = []
+        for store in self.stores:
+            try:
+                found.append((store, self._cipher.open(store.read())))
+            except Exception as exc:  # a store we cannot reach must not stop the others
+                log.warning("Absorb token store %s unreadable: %s", store.kind, type(exc).__name__)
+        candidates = [
+            token
+            for _, token in found
+            if token is not None and token.is_fresh() and (stale is None or token.value != stale.value)
+        ]
+        if not candidates:
             return None
-        if stale is not None and token.value == stale.value:
-            return None
-        return token
+        newest = max(candidates, key=lambda token: token.issued_at)
+        for store, token in found:
+            if token is None or token.issued_at < newest.issued_at:
+                self._write(store, newest)
+        return newest
+
+    def _write(self, store: SharedStore, token: Token) -> None:
+        try:
+            store.write(self._cipher.seal(token))
+        except Exception as exc:
+            log.warning("Absorb token store %s not writable: %s", store.kind, type(exc).__name__)
 
     def _obtain(self, stale: Token | None) -> Token:
         shared = self._read_shared(stale)
@@ -267,9 +308,12 @@ class TokenManager:
                 return self._adopt(shared)
             return self._login_with_lease(stale)
 
+    def _try_leases(self) -> bool:
+        return all(store.try_lease(self._owner) for store in self.stores)
+
     def _login_with_lease(self, stale: Token | None) -> Token:
         deadline = time.monotonic() + LEASE_SECONDS
-        while not self.store.try_lease(self._owner):
+        while not self._try_leases():
             time.sleep(0.5)
             shared = self._read_shared(stale)
             if shared is not None:
@@ -279,15 +323,14 @@ class TokenManager:
         try:
             token = self._login()
             self.login_count += 1
-            self.store.write(self._cipher.seal(token))
-            log.info(
-                "Absorb: authenticated as a new shared token %s (store: %s)",
-                token.fingerprint,
-                self.store.kind,
-            )
+            for store in self.stores:
+                self._write(store, token)
+            kinds = "+".join(store.kind for store in self.stores)
+            log.info("Absorb: authenticated; shared token %s stored in %s", token.fingerprint, kinds)
             return self._adopt(token)
         finally:
-            self.store.release_lease(self._owner)
+            for store in self.stores:
+                store.release_lease(self._owner)
 
     def _adopt(self, token: Token) -> Token:
         self._memory = token

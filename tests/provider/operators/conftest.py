@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+
+TEST_DAGS = Path(__file__).with_name("dags")
+LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
 
 
 @pytest.fixture
-def run_dag(airflow_db):
-    """Runs a DAG with ``dag.test()`` and returns (dag_run, {task_id: state})."""
+def provider_dag(airflow_db, monkeypatch):
+    """A DAG from this folder's bundle, ready for ``dag.test()`` (the project's own DAG folder
+    stays configured as the ``dags-folder`` bundle so other tests see the same bundle list)."""
+    bundles = [
+        {"name": "absorb-provider-tests", "classpath": LOCAL_BUNDLE, "kwargs": {"path": str(TEST_DAGS)}},
+        {"name": "dags-folder", "classpath": LOCAL_BUNDLE, "kwargs": {}},
+    ]
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
 
-    def run(dag):
-        dag_run = dag.test()
-        states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    def load(dag_id: str):
+        from airflow.dag_processing.dagbag import DagBag
+
+        bag = DagBag(dag_folder=str(TEST_DAGS))
+        assert not bag.import_errors, bag.import_errors
+        return bag.dags[dag_id]
+
+    return load
+
+
+@pytest.fixture
+def run_dag():
+    """Runs a DAG with ``dag.test(run_conf=...)`` and returns (dag_run, {task_id: state})."""
+
+    def run(dag, conf: dict):
+        dag_run = dag.test(run_conf=conf)
+        states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
         return dag_run, states
 
     return run

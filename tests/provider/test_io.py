@@ -1,0 +1,120 @@
+"""Operator file I/O: input validation naming rows, formats, batched export with flat row groups."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from absorb_provider.io import (
+    COURSE_ENROLLMENT_FIELDS,
+    InputError,
+    enrollment_items,
+    read_records,
+    stream_to_file,
+    write_outcomes,
+)
+
+USER = "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+COURSE = "0e984725-c51c-4bf4-9960-e1c80e27aba0"
+
+
+def test_enrollment_items_normalise_and_name_bad_rows():
+    items = enrollment_items(
+        [
+            {
+                "user_id": USER.upper(),
+                "course_id": COURSE,
+                "due_date": "2030-01-02T10:00:00Z",
+                "re_enroll": "yes",
+            },
+            {"user_id": USER, "course_id": COURSE, "due_date": "", "re_enroll": None, "key": "emp-7"},
+        ]
+    )
+    assert items[0] == {
+        "user_id": USER,
+        "course_id": COURSE,
+        "due_date": "2030-01-02",
+        "re_enroll": True,
+        "key": 1,
+    }
+    assert items[1]["key"] == "emp-7" and items[1]["due_date"] is None and items[1]["re_enroll"] is False
+    with pytest.raises(InputError) as bad:
+        enrollment_items(
+            [
+                {"user_id": USER, "course_id": COURSE},
+                {"user_id": "x", "course_id": COURSE},
+                {"user_id": USER, "course_id": COURSE, "due_date": "soon"},
+                {"user_id": USER, "course_id": COURSE, "re_enroll": "maybe"},
+            ],
+            "feed.csv",
+        )
+    message = str(bad.value)
+    assert "feed.csv: 3 invalid row(s), nothing was applied" in message
+    assert "row 2: user_id must be a GUID" in message and "row 3: due_date" in message and "row 4:" in message
+
+
+def test_read_records_csv_json_lines_and_parquet(tmp_path):
+    (tmp_path / "a.csv").write_text(f"user_id,course_id\n{USER},{COURSE}\n")
+    (tmp_path / "a.json").write_text(json.dumps([{"user_id": USER, "course_id": COURSE}]))
+    (tmp_path / "a.jsonl").write_text(json.dumps({"user_id": USER, "course_id": COURSE}) + "\n")
+    pq.write_table(pa.Table.from_pylist([{"user_id": USER, "course_id": COURSE}]), tmp_path / "a.parquet")
+    for name in ("a.csv", "a.json", "a.jsonl", "a.parquet"):
+        assert read_records(tmp_path / name) == [{"user_id": USER, "course_id": COURSE}], name
+    with pytest.raises(InputError, match="does not exist"):
+        read_records(tmp_path / "missing.csv")
+    (tmp_path / "a.xlsx").write_text("")
+    with pytest.raises(InputError, match="unsupported format"):
+        read_records(tmp_path / "a.xlsx")
+
+
+def test_stream_to_file_writes_every_batch_as_a_row_group(tmp_path):
+    rows = (
+        {"id": str(n), "status": n % 13, "score": n / 2, "isActive": n % 2 == 0, "dateEdited": edited}
+        for n, edited in enumerate(
+            ["2026-01-02T03:04:05.1234567Z", "2026-01-02", None, "2026-01-02T05:04:05+02:00"] * 25
+        )
+    )
+    count = stream_to_file(rows, tmp_path / "e.parquet", COURSE_ENROLLMENT_FIELDS, batch_rows=7)
+    parquet = pq.ParquetFile(tmp_path / "e.parquet")
+    assert count == parquet.metadata.num_rows == 100
+    assert [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)] == [7] * 14 + [2]
+    edited = parquet.read().column("dateEdited").to_pylist()[:4]
+    assert [e.isoformat() if e else None for e in edited] == [
+        "2026-01-02T03:04:05.123456+00:00",
+        "2026-01-02T00:00:00+00:00",
+        None,
+        "2026-01-02T03:04:05+00:00",
+    ]
+
+
+def test_failed_stream_leaves_no_partial_file(tmp_path):
+    def rows():
+        yield {"id": "1"}
+        raise RuntimeError("read failed midway")
+
+    with pytest.raises(RuntimeError):
+        stream_to_file(rows(), tmp_path / "e.csv", COURSE_ENROLLMENT_FIELDS, batch_rows=1)
+    assert not (tmp_path / "e.csv").exists()
+
+
+def test_outcome_file_formats(tmp_path):
+    outcomes = [
+        {
+            "key": 1,
+            "user_id": USER,
+            "course_id": COURSE,
+            "enrollment_id": None,
+            "outcome": "failed",
+            "error": "x",
+        }
+    ]
+    assert "failed" in write_outcomes(tmp_path / "o" / "a.csv", outcomes).read_text()
+    assert json.loads(write_outcomes(tmp_path / "a.jsonl", outcomes).read_text())["error"] == "x"
+    assert (
+        pq.read_table(
+            tmp_path / "a.parquet" if write_outcomes(tmp_path / "a.parquet", outcomes) else ""
+        ).num_rows
+        == 1
+    )
