@@ -14,7 +14,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,10 @@ class SyncState:
         return document
 
     def _write(self, name: str, document: dict) -> None:
-        text = json.dumps(document, indent=1, sort_keys=True, default=str)
+        try:
+            text = json.dumps(_finite(document), indent=1, sort_keys=True, default=_plain, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"cannot store {name}: {exc}") from exc
         if self._local is not None:
             self._local.mkdir(parents=True, exist_ok=True)
             target = self._local / name
@@ -203,6 +206,30 @@ def _object_path(root: Any) -> Any:
 
         return ObjectStoragePath(root)
     return root
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf (e.g. a rate over zero rows) become null, so the document stays strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):
+        return _finite(value.item())
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars, dates and sets; anything else is refused rather than stringified."""
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def _text(value: Any) -> str | None:

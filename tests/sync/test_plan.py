@@ -280,3 +280,14 @@ def test_rows_without_is_active_count_as_active_so_nothing_is_duplicated():
     current[0]["isActive"] = None
     plan = plan_for(desired(("E000001", "c1", "r", None, "assignment", None)), [person("E000001")], current)
     assert plan.lines.empty and plan.active_in_scope == 1
+
+
+def test_leaver_removals_count_towards_the_threshold():
+    people = [person("E000001", status="terminated", termination_date="2026-06-01")]
+    people += [person(f"E00000{n}") for n in range(2, 10)]
+    current = [enrollment("gone", "u1", "c1")] + [enrollment(f"k{n}", f"u{n}", "c1") for n in range(2, 10)]
+    wanted = desired(*[(f"E00000{n}", "c1", "r", None, "assignment", None) for n in range(2, 10)])
+    plan = plan_for(wanted, people, current)
+    assert plan.summary()["removals"] == 1 and plan.summary()["removal_pct"] == pytest.approx(11.11)
+    decision = check_plan(plan, reads_complete=True, feed_shrank=False)
+    assert not decision.allowed and "1 removals are 11.11%" in decision.reasons[0]

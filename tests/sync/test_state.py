@@ -110,3 +110,16 @@ def test_object_storage_roots(tmp_path):
     assert again.last_accepted_feed()["row_count"] == 3
     assert again.last_leavers() == ["E1"]
     assert again.provenance_ids() == set()
+
+
+def test_export_summary_keeps_numbers_numeric(tmp_path):
+    import numpy as np
+
+    state = SyncState(tmp_path)
+    state.record_export(
+        {"completed": np.int64(7), "rate": np.float64(0.5), "tags": {"b", "a"}, "nan": np.nan}
+    )
+    assert SyncState(tmp_path).last_export() == {"completed": 7, "rate": 0.5, "tags": ["a", "b"], "nan": None}
+    with pytest.raises(StateError, match=r"cannot store last_export\.json"):
+        state.record_export({"bad": object()})
+    assert SyncState(tmp_path).last_export()["completed"] == 7
