@@ -217,7 +217,7 @@ class AirflowCluster:
         return self
 
     def restart(self, name: str, extra_env: dict[str, str] | None = None) -> None:
-        """Restarts one component with extra settings (e.g. the scheduler with its timetables on)."""
+        """Restarts one component; ``extra_env`` is laid over the settings of its previous start."""
         component = next(c for c in self.components if c.name == name)
         self._terminate_all([component])
         self.components.remove(component)

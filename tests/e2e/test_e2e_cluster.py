@@ -91,7 +91,7 @@ def test_scheduler_starts_a_scheduled_run_that_appears_in_history(loaded, cluste
             time.sleep(1)
     finally:
         loaded.set_paused(dag_id, True)
-        cluster.restart("scheduler")
+        cluster.restart("scheduler", {"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
     assert finished, f"no scheduled run finished: {runs}"
     run = finished[0]
     assert run["run_type"] == "scheduled" and run["triggered_by"] == "timetable"

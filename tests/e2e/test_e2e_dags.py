@@ -29,6 +29,9 @@ def api(airflow_api):
     for dag_id in (SYNC, UNENROLL, EXPORT):
         airflow_api.set_paused(dag_id, False)
     yield airflow_api
+    # every run here was triggered by a test: a scheduled one would have used default Params
+    for dag_id in (SYNC, EXPORT):
+        assert not airflow_api.runs(dag_id, run_type=["scheduled"]), f"{dag_id} ran on its timetable"
     for dag_id in (SYNC, UNENROLL, EXPORT):
         airflow_api.set_paused(dag_id, True)
 
