@@ -248,6 +248,11 @@ def _decode(data: bytes, configured: str | None, source: str) -> tuple[str, str]
         encoding = "utf-8-sig"
     elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding = "utf-16"
+    elif b"\x00" in data[:4096]:
+        raise FeedError(
+            f"feed {source} contains NUL bytes: it looks like UTF-16 without a byte-order mark; "
+            "set 'encoding' in the mapping (e.g. utf-16-le)"
+        )
     else:
         encoding = "utf-8"
     try:

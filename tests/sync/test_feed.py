@@ -257,3 +257,11 @@ def test_line_numbers_match_the_physical_lines_for_random_multiline_records(tmp_
         assert list(frame["last_name"]) == [f"L{a}".strip() for a, _ in pairs]
 
     check()
+
+
+def test_utf16_without_bom_is_named_and_readable_when_configured(write_feed, staff):
+    data = csv_text(staff[:3]).encode("utf-16-le")
+    with pytest.raises(FeedError, match="looks like UTF-16 without a byte-order mark"):
+        read_feed(write_feed(data), CANONICAL)
+    feed = read_feed(write_feed(data), load_mapping({"encoding": "utf-16-le"}))
+    assert list(feed.frame["employee_id"]) == ["E000001", "E000002", "E000003"]
