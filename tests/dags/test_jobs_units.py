@@ -41,6 +41,8 @@ def test_manual_runs_continue_from_the_last_export_or_go_full():
         "since": last["until"],
         "until": NOW.isoformat(),
     }
+    ragged = window(scheduled=False, last_export=last, now=NOW.replace(microsecond=999_999))
+    assert ragged["until"] == NOW.isoformat()  # whole seconds: the next window starts exactly there
     first = window(scheduled=False)
     assert first["full"] is True and window_filter(first) is None
     assert window(full_export=True, last_export=last)["full"] is True

@@ -87,6 +87,39 @@ def test_second_run_on_the_same_feed_makes_zero_writes(world, baseline):
     assert plan["enroll"] == plan["re_enroll"] == plan["update_due_date"] == plan["unenroll_by_sync"] == 0
 
 
+WORKDAY = {
+    "employee_id": "Worker_ID",
+    "first_name": "Legal_First_Name",
+    "last_name": "Legal_Last_Name",
+    "email": "Work_Email",
+    "department": "Supervisory_Organization",
+    "job_title": "Business_Title",
+    "location": "Location",
+    "manager_id": "Manager_ID",
+    "hire_date": "Hire_Date",
+    "termination_date": "Termination_Date",
+    "status": "Worker_Status",
+}
+
+
+def test_the_same_people_as_a_workday_report_change_nothing(world, baseline):
+    """Column mapping end to end: Workday headers, `;` delimiter, Workday status words."""
+    _, rows = read_rows(baseline)
+    words = {"active": "Active", "leave": "On Leave", "terminated": "Terminated"}
+    report = [{WORKDAY[k]: (words[v] if k == "status" else v) for k, v in row.items()} for row in rows]
+    target = write_rows(world.root / "feeds" / "workday.csv", list(WORKDAY.values()), report)
+    target.write_text(target.read_text().replace(",", ";"))
+    writes = world.writes()
+    run = run_dag(
+        SYNC, world.output, {"feed_path": str(target), "column_mapping": "workday", "dry_run": True}
+    )
+    assert run.succeeded, run.tasks
+    assert world.writes() == writes
+    assert run.json("feed_gate.json")["accepted"] == len(rows)
+    plan = run.json("summary.json")["plan"]
+    assert plan["enroll"] == plan["re_enroll"] == plan["update_due_date"] == plan["unenroll_by_sync"] == 0
+
+
 @pytest.fixture(scope="module")
 def changes(world):
     return world.feed("changes.csv", changes=12, seed=3)
@@ -160,3 +193,28 @@ def test_a_mass_termination_is_refused_then_applied_with_an_override(world, chan
     gate = applied.json("summary.json")["plan_gate"]
     assert gate["overridden"] and gate["override_reason"] == reason
     assert reason in applied.text("report.html")
+
+
+def test_missing_people_are_created_when_asked(world, changes):
+    feed, kinds = changes
+    newcomers = _ids(kinds, "new_people")
+    assert newcomers, kinds
+    hook = world.hook()
+    assert not [u for u in hook.list_users() if u.get("externalId") in newcomers]
+    reason = "re-run of the last feed to create the missing people"
+    run = run_dag(
+        SYNC,
+        world.output,
+        {
+            "feed_path": str(feed),
+            "create_missing_users": True,
+            "override_thresholds": True,
+            "override_reason": reason,
+        },
+    )
+    assert run.succeeded, run.tasks
+    created = {u["externalId"]: u for u in hook.list_users() if u.get("externalId") in newcomers}
+    assert set(created) == set(newcomers)
+    _, rows = read_rows(feed)
+    emails = {r["employee_id"]: r["email"] for r in rows}
+    assert all(created[e]["username"] == emails[e] for e in newcomers)

@@ -43,8 +43,10 @@ def export_window(
 
     Scheduled (and backfill) runs take their data interval, so each day is exported exactly once
     and a cleared run re-exports its own day. Manual runs take what changed since the last export
-    (or everything when there was none).
+    (or everything when there was none). Bounds are whole seconds (the OData datetime literal's
+    precision), so consecutive windows neither overlap nor leave gaps.
     """
+    now = now.replace(microsecond=0)
     if full_export:
         return {
             "full": True,

@@ -103,8 +103,9 @@ def gate_feed(*, folder: ObjectStoragePath, state: Any, today: date, max_row_dri
     rejected = result.rejected if result.rejected is not None else frame.iloc[0:0]
     write_csv(folder / "rejects.csv", rejected)
     summary = {"gate": result.summary(), "rejected": len(rejected)}
-    write_json(folder / "feed_gate.json", summary)
-    result.raise_if_failed()
+    if not result.passed:
+        write_json(folder / "feed_gate.json", summary)
+        result.raise_if_failed()
     accepted = result.accepted
     write_frame(folder / "accepted.parquet", accepted)
     active = int((accepted["status"] == "active").sum())
@@ -116,6 +117,7 @@ def gate_feed(*, folder: ObjectStoragePath, state: Any, today: date, max_row_dri
         previous_active=previous_active,
         feed_shrank_pct=_shrink_pct(previous_active, active),
     )
+    write_json(folder / "feed_gate.json", summary)
     return summary
 
 
