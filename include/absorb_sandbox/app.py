@@ -56,7 +56,8 @@ def open_store(config: SandboxConfig):
 
 
 def _json(data: Any, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json_bytes(data), status_code=status, media_type="application/json", headers=headers)
+    body = data if isinstance(data, bytes) else json_bytes(data)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 GuidPath = Annotated[str, "GUID path parameter"]

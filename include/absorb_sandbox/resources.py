@@ -27,6 +27,7 @@ class Resource:
     serialize: Callable[[tuple], dict]
     status_sql: str | None = None
     edited_sql: str | None = None
+    json_sql: str | None = None  # json_object(...) over c0..cN (the columns aliased), built by SQLite
 
     def select(self) -> str:
         return f"SELECT {self.columns} FROM {self.from_sql}"
@@ -99,11 +100,35 @@ DEPARTMENTS = Resource(
 
 # --- course enrollments --------------------------------------------------------------------------------
 
-ENROLLMENT_COLUMNS = (
-    f"e.id, e.course_id, c.name, e.progress, e.score, e.status, e.date_completed, e.date_expires, "
-    f"e.date_edited, e.date_added, {FULL_NAME_SQL}, e.course_version_id, e.user_id, e.accepted_terms, "
-    f"e.time_spent_ticks, e.date_started, e.enrollment_key_id, e.certificate_id, e.credits, e.is_active, "
-    f"e.date_due, e.access_date, u.job_title, e.course_collection_id"
+ENROLLMENT_EXPRESSIONS = (
+    "e.id", "e.course_id", "c.name", "e.progress", "e.score", "e.status", "e.date_completed", "e.date_expires",
+    "e.date_edited", "e.date_added", FULL_NAME_SQL, "e.course_version_id", "e.user_id", "e.accepted_terms",
+    "e.time_spent_ticks", "e.date_started", "e.enrollment_key_id", "e.certificate_id", "e.credits", "e.is_active",
+    "e.date_due", "e.access_date", "u.job_title", "e.course_collection_id",
+)
+ENROLLMENT_COLUMNS = ", ".join(f"{expr} AS c{i}" for i, expr in enumerate(ENROLLMENT_EXPRESSIONS))
+
+
+def timespan_sql(ticks: str) -> str:
+    """SQL twin of ``ticks_to_timespan``: ticks → ``[d.]hh:mm:ss[.fffffff]``."""
+    return (f"CASE WHEN {ticks} IS NULL THEN NULL ELSE "
+            f"(CASE WHEN {ticks} >= 864000000000 THEN ({ticks} / 864000000000) || '.' ELSE '' END) || "
+            f"printf('%02d:%02d:%02d', ({ticks} / 36000000000) % 24, ({ticks} / 600000000) % 60, "
+            f"({ticks} / 10000000) % 60) || "
+            f"(CASE WHEN {ticks} % 10000000 > 0 THEN printf('.%07d', {ticks} % 10000000) ELSE '' END) END")
+
+
+def _json_bool(column: str) -> str:
+    return f"json(CASE WHEN {column} THEN 'true' ELSE 'false' END)"
+
+
+ENROLLMENT_JSON = (
+    "json_object('id', c0, 'courseId', c1, 'courseName', c2, 'progress', c3, 'score', c4, 'status', c5, "
+    "'dateCompleted', c6, 'dateExpires', c7, 'dateEdited', c8, 'dateAdded', c9, 'fullName', c10, "
+    f"'courseVersionId', c11, 'userId', c12, 'acceptedTermsAndConditions', {_json_bool('c13')}, "
+    f"'timeSpentTicks', c14, 'timeSpent', {timespan_sql('c14')}, 'dateStarted', c15, 'enrollmentKeyId', c16, "
+    f"'certificateId', c17, 'credits', c18, 'isActive', {_json_bool('c19')}, 'dateDue', c20, 'accessDate', c21, "
+    "'jobTitle', c22, 'courseCollectionId', c23, 'avatar', NULL)"
 )
 
 
@@ -122,6 +147,7 @@ ENROLLMENTS = Resource(
     key="enrollments", columns=ENROLLMENT_COLUMNS,
     from_sql="enrollments e LEFT JOIN users u ON u.id = e.user_id LEFT JOIN courses c ON c.id = e.course_id",
     default_order="e.rowid", serialize=serialize_enrollment, status_sql="e.status", edited_sql="e.date_edited",
+    json_sql=ENROLLMENT_JSON,
     fields={
         "id": Field("e.id", "guid"), "courseId": Field("e.course_id", "guid"), "courseName": Field("c.name", "string"),
         "progress": Field("e.progress", "number"), "score": Field("e.score", "number"),

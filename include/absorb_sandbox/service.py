@@ -143,17 +143,25 @@ class Sandbox:
             raise ApiError(422, str(exc), meta={"field": "_sort"}) from None
 
     def page(self, resource: res.Resource, request: PageRequest, base: list[str] | None = None,
-             params: list | None = None) -> dict:
-        """The paged envelope ``{totalItems, returnedItems, limit, offset, <key>}``."""
+             params: list | None = None) -> dict | bytes:
+        """The paged envelope ``{totalItems, returnedItems, limit, offset, <key>}``; as ready JSON
+        bytes when the resource lets SQLite build its JSON (the large enrollment pages)."""
         where, values = self._where(resource, base or [], params or [], request)
         order = self._order(resource, request)
         total = self.conn.execute(f"SELECT COUNT(*) FROM {resource.from_sql}{where}", values).fetchone()[0]
-        rows = []
-        if request.page * request.limit < total:
-            rows = self.conn.execute(
-                f"{resource.select()}{where} ORDER BY {order} LIMIT ? OFFSET ?",
-                [*values, request.limit, request.page * request.limit],
-            ).fetchall()
+        in_range = request.page * request.limit < total
+        page_sql = f"{resource.select()}{where} ORDER BY {order} LIMIT ? OFFSET ?"
+        page_values = [*values, request.limit, request.page * request.limit]
+        if resource.json_sql:
+            items, returned = "[]", 0
+            if in_range:
+                items, returned = self.conn.execute(
+                    f"SELECT json_group_array({resource.json_sql}), COUNT(*) FROM ({page_sql})", page_values
+                ).fetchone()
+            head = (f'{{"totalItems":{total},"returnedItems":{returned},"limit":{request.limit},'
+                    f'"offset":{request.page},"{resource.key}":')
+            return head.encode() + items.encode() + b"}"
+        rows = self.conn.execute(page_sql, page_values).fetchall() if in_range else []
         serialize = resource.serialize
         return {"totalItems": total, "returnedItems": len(rows), "limit": request.limit,
                 "offset": request.page, resource.key: [serialize(r) for r in rows]}
