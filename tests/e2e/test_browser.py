@@ -97,12 +97,15 @@ def _shot(driver, name: str) -> Path:
     return path
 
 
-def test_trigger_sync_from_its_params_form_and_see_the_run(browser, cluster, airflow_api, hr_feed):
+def test_trigger_sync_from_its_params_form_and_see_the_run(
+    browser, cluster, airflow_api, hr_feed, e2e_sandbox
+):
     from selenium.webdriver.common.by import By
 
     airflow_api.wait_for_dags({SYNC_DAG})
     feed, _ = hr_feed("browser_dry_run.csv")
     runs_before = {run["dag_run_id"] for run in airflow_api.runs(SYNC_DAG)}
+    writes_before = e2e_sandbox.stats()["write_calls"]
 
     browser.get(f"{cluster.base_url}/dags/{SYNC_DAG}")
     _css(browser, '[data-testid="trigger-dag-button"]').click()
@@ -132,7 +135,9 @@ def test_trigger_sync_from_its_params_form_and_see_the_run(browser, cluster, air
 
     finished = airflow_api.wait_for_run(SYNC_DAG, new_run["dag_run_id"], timeout=240)
     states = airflow_api.task_states(SYNC_DAG, new_run["dag_run_id"])
-    assert finished["state"] == "success", states
+    assert finished["state"] == "success", airflow_api.explain(SYNC_DAG, new_run["dag_run_id"])
+    assert states["apply_plan"] == "success"
+    assert e2e_sandbox.stats()["write_calls"] == writes_before, "a dry run wrote to Absorb"
     browser.get(f"{cluster.base_url}/dags/{SYNC_DAG}/runs/{new_run['dag_run_id']}")
     _wait(browser, lambda d: "gate_plan" in d.find_element(By.TAG_NAME, "body").text, 30)
     time.sleep(1)  # let the grid paint its colours for the artifact
