@@ -231,11 +231,7 @@ def absorb_hr_enrollment_sync():
         people = summary.get("leavers_handed_over") or []
         if summary.get("dry_run") or not people:
             return None
-        return {
-            "people": people,
-            "reason": f"leavers from {summary['run_id']}",
-            "source_run_id": summary["run_id"],
-        }
+        return {"people": people, "reason": f"leavers from {summary['run_id']}"}
 
     feed_gate = validate_feed(extract_feed())
     decision = gate_plan(plan_enrollments(resolve_people(feed_gate)), feed_gate)

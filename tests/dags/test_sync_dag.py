@@ -137,6 +137,18 @@ def test_hires_movers_and_leavers(world, changes):
     leavers = set(_ids(kinds, "leavers"))
     assert leavers and leavers <= set(summary["leavers_handed_over"])
     assert run.tasks["trigger_unenrollment"] == "success"
+    triggered = _triggered_run(f"leavers__{run.run_id}")
+    assert triggered.conf["people"] == summary["leavers_handed_over"] and triggered.state == "queued"
+
+
+def _triggered_run(run_id: str):
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        found = session.query(DagRun).filter(DagRun.dag_id == UNENROLL, DagRun.run_id == run_id).one()
+        session.expunge(found)
+        return found
 
 
 def _ids(kinds: dict, kind: str) -> list[str]:
