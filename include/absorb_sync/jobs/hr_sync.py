@@ -141,8 +141,9 @@ def resolve_people(
     wanted = people[people["status"] != "terminated"]
     missing = wanted[~wanted["employee_id"].isin(users_by_employee_id)]
     created = []
-    if create_missing_users and not dry_run and not missing.empty:
-        created = _create_users(hook, missing)
+    creatable = missing[~missing["employee_id"].isin(duplicates)]  # ambiguous ids need a person
+    if create_missing_users and not dry_run and not creatable.empty:
+        created = _create_users(hook, creatable)
         users_by_employee_id.update(created)
         missing = missing[~missing["employee_id"].isin(users_by_employee_id)]
     users = pd.DataFrame(
