@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 BIN="$ROOT/.venv/bin"
+export PATH="$BIN:$PATH"  # airflow standalone starts its components as `airflow ...`
 AIRFLOW_PORT="${AIRFLOW_PORT:-8080}"
 SANDBOX_PORT="${SANDBOX_PORT:-8765}"
 
@@ -30,13 +31,16 @@ export ABSORB_STATE_ROOT="${ABSORB_STATE_ROOT:-$ROOT/var/state}"
 mkdir -p "$AIRFLOW_HOME" "$ROOT/var/log"
 
 sandbox_pid=""
-stop_sandbox() {
-    if [ -n "$sandbox_pid" ] && kill -0 "$sandbox_pid" 2>/dev/null; then
-        kill "$sandbox_pid" 2>/dev/null || true
-        wait "$sandbox_pid" 2>/dev/null || true
-    fi
+airflow_pid=""
+stop_all() {
+    for pid in $airflow_pid $sandbox_pid; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
 }
-trap stop_sandbox EXIT
+trap stop_all EXIT
 trap 'exit 130' INT TERM
 
 if [ -z "${ABSORB_BASE_URL:-}" ] && [ -z "${ABSORB_REGION:-}" ]; then
@@ -67,4 +71,7 @@ fi
 echo
 echo "Airflow UI: http://localhost:$AIRFLOW_PORT   (no login; Ctrl-C to stop)"
 echo
-"$BIN/airflow" standalone
+# In the background so that Ctrl-C reaches this script: `airflow standalone` ends cleanly on SIGTERM.
+"$BIN/airflow" standalone &
+airflow_pid=$!
+wait "$airflow_pid"
