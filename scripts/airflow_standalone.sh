@@ -4,6 +4,7 @@
 #   AIRFLOW_PORT   API server / UI port            (default 8080)
 #   SANDBOX_PORT   sandbox port                    (default 8765)
 #   SEED           sandbox seed (small, medium...) (default small)
+#   VAR_DIR        where the Airflow home, sandbox db, logs and outputs go (default var/)
 # To use a real Absorb portal instead of the sandbox, export ABSORB_BASE_URL (or ABSORB_REGION),
 # ABSORB_USERNAME, ABSORB_PASSWORD and ABSORB_PRIVATE_KEY first: the sandbox is then not started.
 #
@@ -16,7 +17,8 @@ export PATH="$BIN:$PATH"  # airflow standalone starts its components as `airflow
 AIRFLOW_PORT="${AIRFLOW_PORT:-8080}"
 SANDBOX_PORT="${SANDBOX_PORT:-8765}"
 
-export AIRFLOW_HOME="$ROOT/var/airflow"
+VAR_DIR="$(mkdir -p "${VAR_DIR:-$ROOT/var}" && cd "${VAR_DIR:-$ROOT/var}" && pwd)"
+export AIRFLOW_HOME="$VAR_DIR/airflow"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
@@ -26,9 +28,9 @@ export AIRFLOW__API__BASE_URL="http://localhost:$AIRFLOW_PORT"
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$AIRFLOW_PORT/execution/"
 export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="${AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL:-30}"
 export GX_ANALYTICS_ENABLED=false
-export ABSORB_OUTPUT_ROOT="${ABSORB_OUTPUT_ROOT:-$ROOT/var/output}"
-export ABSORB_STATE_ROOT="${ABSORB_STATE_ROOT:-$ROOT/var/state}"
-mkdir -p "$AIRFLOW_HOME" "$ROOT/var/log"
+export ABSORB_OUTPUT_ROOT="${ABSORB_OUTPUT_ROOT:-$VAR_DIR/output}"
+export ABSORB_STATE_ROOT="${ABSORB_STATE_ROOT:-$VAR_DIR/state}"
+mkdir -p "$AIRFLOW_HOME" "$VAR_DIR/log"
 
 sandbox_pid=""
 airflow_pid=""
@@ -45,25 +47,25 @@ trap 'exit 130' INT TERM
 
 if [ -z "${ABSORB_BASE_URL:-}" ] && [ -z "${ABSORB_REGION:-}" ]; then
     export ABSORB_SANDBOX_URL="http://127.0.0.1:$SANDBOX_PORT"
-    "$BIN/absorb-sandbox" serve --host 127.0.0.1 --port "$SANDBOX_PORT" --db "$ROOT/var/sandbox.db" \
-        --seed "${SEED:-small}" >"$ROOT/var/log/sandbox.log" 2>&1 &
+    "$BIN/absorb-sandbox" serve --host 127.0.0.1 --port "$SANDBOX_PORT" --db "$VAR_DIR/sandbox.db" \
+        --seed "${SEED:-small}" >"$VAR_DIR/log/sandbox.log" 2>&1 &
     sandbox_pid=$!
     for _ in $(seq 1 60); do
         if curl -fsS "$ABSORB_SANDBOX_URL/_sandbox/stats" >/dev/null 2>&1; then break; fi
         if ! kill -0 "$sandbox_pid" 2>/dev/null; then
-            echo "the sandbox did not start; see var/log/sandbox.log:" >&2
-            tail -n 20 "$ROOT/var/log/sandbox.log" >&2
+            echo "the sandbox did not start; see $VAR_DIR/log/sandbox.log:" >&2
+            tail -n 20 "$VAR_DIR/log/sandbox.log" >&2
             exit 1
         fi
         sleep 0.5
     done
-    echo "Absorb sandbox: $ABSORB_SANDBOX_URL (log: var/log/sandbox.log)"
+    echo "Absorb sandbox: $ABSORB_SANDBOX_URL (log: $VAR_DIR/log/sandbox.log)"
 else
     echo "Absorb: using the portal from ABSORB_BASE_URL/ABSORB_REGION (no sandbox started)"
 fi
 
-"$BIN/airflow" db migrate >"$ROOT/var/log/airflow-migrate.log" 2>&1 || {
-    echo "airflow db migrate failed; see var/log/airflow-migrate.log" >&2
+"$BIN/airflow" db migrate >"$VAR_DIR/log/airflow-migrate.log" 2>&1 || {
+    echo "airflow db migrate failed; see $VAR_DIR/log/airflow-migrate.log" >&2
     exit 1
 }
 "$BIN/python" "$ROOT/scripts/bootstrap_airflow.py"
