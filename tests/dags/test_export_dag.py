@@ -41,6 +41,21 @@ def edit_sandbox(world, *statements: str) -> None:
     os.environ["AIRFLOW_CONN_ABSORB_DEFAULT"] = world.server.airflow_connection_json()
 
 
+def asset_events(run_id: str) -> list[str]:
+    """Tasks of ``run_id`` that emitted an event for the ``absorb://completions`` asset."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(AssetEvent.source_task_id)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == "absorb://completions", AssetEvent.source_run_id == run_id)
+            .all()
+        )
+    return [r[0] for r in rows]
+
+
 def sql_rows(table: str) -> pd.DataFrame:
     import psycopg2
 
@@ -66,6 +81,7 @@ def test_incoherent_data_fails_the_export_gate_and_publishes_nothing(world):
     assert failed[0]["unexpected_count"] == 1
     assert (run.folder / "export_validation.json").exists()
     assert world.state().last_export() is None
+    assert asset_events(run.run_id) == []  # a refused export does not tell consumers there is news
 
 
 def test_full_export_matches_the_sandbox(world, sql_table, tmp_path):
@@ -89,6 +105,7 @@ def test_full_export_matches_the_sandbox(world, sql_table, tmp_path):
     report = run.text("compliance_report.html")
     assert report.count("data:image/png;base64,") >= 2 and "Completion rate" in report
     assert run.json("export_validation.json")["summary"]["passed"] is True
+    assert asset_events(run.run_id) == ["write_outputs"]  # the absorb://completions asset was updated
     assert world.state().last_export()["rows"] == len(truth)
 
 
