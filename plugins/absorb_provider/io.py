@@ -208,6 +208,26 @@ LESSON_ENROLLMENT_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
+def _arrow_types() -> dict[str, Any]:
+    import pyarrow as pa
+
+    return {
+        "string": pa.string(),
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "bool": pa.bool_(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+    }
+
+
+def raw_arrow_schema(fields: tuple[tuple[str, str], ...]):
+    """The schema rows are read with: timestamps still as text (parsed column-wise later)."""
+    import pyarrow as pa
+
+    types = _arrow_types()
+    return pa.schema([(name, pa.string() if kind == "timestamp" else types[kind]) for name, kind in fields])
+
+
 class BatchedTableWriter:
     """Streams dict rows to Parquet (one row group per batch) or CSV with a fixed schema."""
 
@@ -226,17 +246,14 @@ class BatchedTableWriter:
             raise InputError("exports are written as parquet or csv")
         self.fields = fields
         self.batch_rows = batch_rows
-        arrow_types = {
-            "string": pa.string(),
-            "int": pa.int64(),
-            "float": pa.float64(),
-            "bool": pa.bool_(),
-            "timestamp": pa.timestamp("us", tz="UTC"),
-        }
+        arrow_types = _arrow_types()
         self.schema = pa.schema([(name, arrow_types[kind]) for name, kind in fields])
+        # rows are first read with timestamps as text, then parsed column-wise in C++
+        self._raw_schema = raw_arrow_schema(fields)
         self.rows_written = 0
-        self._columns: dict[str, list[Any]] = {name: [] for name, _ in fields}
-        self._pending = 0
+        self._rows: list[dict[str, Any]] = []
+        self._tables: list[Any] = []
+        self._table_rows = 0
         self._handle = None
         self._writer = None
 
@@ -246,7 +263,7 @@ class BatchedTableWriter:
         if self.format == "parquet":
             import pyarrow.parquet as pq
 
-            self._writer = pq.ParquetWriter(self._handle, self.schema, compression="zstd")
+            self._writer = pq.ParquetWriter(self._handle, self.schema, compression="snappy")
         else:
             import pyarrow.csv as pacsv
 
@@ -254,33 +271,37 @@ class BatchedTableWriter:
         return self
 
     def write_rows(self, rows: Iterable[dict[str, Any]]) -> None:
-        columns = self._columns
-        names = list(columns)
+        pending = self._rows
         for row in rows:
-            for name in names:
-                columns[name].append(row.get(name))
-            self._pending += 1
-            if self._pending >= self.batch_rows:
+            pending.append(row)
+            if len(pending) >= self.batch_rows:
+                self._flush()
+
+    def write_tables(self, tables: Iterable[Any]) -> None:
+        """Appends pages already parsed into Arrow (``raw_arrow_schema`` columns)."""
+        for table in tables:
+            self._tables.append(table)
+            self._table_rows += table.num_rows
+            if self._table_rows >= self.batch_rows:
                 self._flush()
 
     def _flush(self) -> None:
-        if not self._pending:
-            return
         import pyarrow as pa
 
-        arrays = []
-        for (name, kind), field in zip(self.fields, self.schema, strict=True):
-            values = self._columns[name]
-            if kind == "timestamp":
-                arrays.append(_timestamps(values))
-            else:
-                arrays.append(pa.array(values, type=field.type, from_pandas=True))
-        table = pa.Table.from_arrays(arrays, schema=self.schema)
-        self._writer.write_table(table)
-        self.rows_written += self._pending
-        for values in self._columns.values():
-            values.clear()  # in place: write_rows holds these lists
-        self._pending = 0
+        if self._rows:
+            self._tables.append(pa.Table.from_pylist(self._rows, schema=self._raw_schema))
+            self._rows.clear()
+        if not self._tables:
+            return
+        raw = pa.concat_tables(self._tables).select([name for name, _ in self.fields])
+        columns = [
+            _timestamps(raw.column(name)) if kind == "timestamp" else raw.column(name)
+            for name, kind in self.fields
+        ]
+        self._writer.write_table(pa.Table.from_arrays(columns, schema=self.schema))
+        self.rows_written += raw.num_rows
+        self._tables.clear()
+        self._table_rows = 0
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
@@ -295,20 +316,22 @@ class BatchedTableWriter:
             self.path.unlink(missing_ok=True)  # never leave a half export that looks complete
 
 
-def _timestamps(values: list[Any]):
-    """ISO 8601 strings (``Z``, ``+00:00``, 7-digit .NET fractions, bare dates) to UTC timestamps.
+def _timestamps(raw):
+    """ISO 8601 text (``Z``, ``+00:00``, 7-digit .NET fractions, bare dates) to UTC timestamps.
 
     Vectorised for the usual UTC forms; falls back to per-value parsing for other offsets.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    raw = pa.array(values, type=pa.string())
+    if not isinstance(raw, pa.Array | pa.ChunkedArray):
+        raw = pa.array(raw, type=pa.string())
     try:
         naive = pc.replace_substring_regex(raw, r"(Z|[+-]00:?00)$", "")
         naive = pc.replace_substring_regex(naive, r"(\.\d{6})\d+", r"\1")
         return pc.assume_timezone(pc.cast(naive, pa.timestamp("us")), "UTC")
     except pa.ArrowInvalid:
+        values = raw.to_pylist()
         parsed = [None if v is None else as_utc(_six_digit_fraction(v), "timestamp") for v in values]
         return pa.array(parsed, type=pa.timestamp("us", tz="UTC"))
 
@@ -326,6 +349,20 @@ def stream_to_file(
     fmt: str | None = None,
     batch_rows: int = 20_000,
 ) -> int:
+    """Writes dict rows; returns the row count (the file is removed if the stream fails)."""
     with BatchedTableWriter(path, fields, fmt, batch_rows) as writer:
         writer.write_rows(rows)
+    return writer.rows_written
+
+
+def stream_tables_to_file(
+    tables: Iterator[Any],
+    path: str | ObjectStoragePath,
+    fields: tuple[tuple[str, str], ...],
+    fmt: str | None = None,
+    batch_rows: int = 20_000,
+) -> int:
+    """Writes Arrow pages (see ``AbsorbHook.course_enrollment_tables``); returns the row count."""
+    with BatchedTableWriter(path, fields, fmt, batch_rows) as writer:
+        writer.write_tables(tables)
     return writer.rows_written

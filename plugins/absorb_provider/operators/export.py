@@ -8,9 +8,11 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
+from absorb_provider.client import read_ahead
 from absorb_provider.io import (
     COURSE_ENROLLMENT_FIELDS,
     LESSON_ENROLLMENT_FIELDS,
+    stream_tables_to_file,
     stream_to_file,
 )
 from absorb_provider.validation import combine_filters, edited_window_filter, guid
@@ -86,15 +88,17 @@ class AbsorbExportEnrollmentsOperator(BaseOperator):
         ids = [self.course_ids] if isinstance(self.course_ids, str) else list(self.course_ids)
         return [guid(course_id, f"course_ids[{n}]") for n, course_id in enumerate(ids)]
 
-    def _course_rows(self, hook: Any, course_ids: list[str], odata: str | None) -> Iterator[dict]:
+    def _course_pages(self, hook: Any, course_ids: list[str], odata: str | None) -> Iterator[Any]:
         for course_id in course_ids:
-            yield from hook.list_course_enrollments(course_id, filter=odata, page_size=self.page_size)
+            yield from hook.course_enrollment_tables(
+                course_id, filter=odata, page_size=self.page_size, prefetch=False
+            )
 
     def _lesson_rows(self, hook: Any, odata: str | None) -> Iterator[dict]:
         for course_id, lesson_ids in (self.lessons or {}).items():
             for lesson_id in lesson_ids:
                 yield from hook.list_lesson_enrollments(
-                    course_id, lesson_id, filter=odata, page_size=self.page_size
+                    course_id, lesson_id, filter=odata, page_size=self.page_size, prefetch=True
                 )
 
     def execute(self, context: Any) -> dict:
@@ -104,8 +108,8 @@ class AbsorbExportEnrollmentsOperator(BaseOperator):
         odata = self._window_filter()
         course_ids = self._course_ids(hook)
         self.log.info("Exporting enrollments of %d course(s) with filter %r", len(course_ids), odata)
-        rows = stream_to_file(
-            self._course_rows(hook, course_ids, odata),
+        rows = stream_tables_to_file(
+            read_ahead(self._course_pages(hook, course_ids, odata), depth=2),  # across course boundaries
             self.output_path,
             COURSE_ENROLLMENT_FIELDS,
             self.file_format,
