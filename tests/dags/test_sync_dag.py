@@ -230,3 +230,28 @@ def test_missing_people_are_created_when_asked(world, changes):
     _, rows = read_rows(feed)
     emails = {r["employee_id"]: r["email"] for r in rows}
     assert all(created[e]["username"] == emails[e] for e in newcomers)
+
+
+def test_export_takes_people_attributes_from_the_last_accepted_feed(world, changes):
+    """After the syncs, the export labels enrollments with the HR feed's department (movers too)."""
+    feed, kinds = changes
+    _, rows = read_rows(feed)
+    department = {r["employee_id"]: r["department"] for r in rows}
+    hook = world.hook()
+    movers = set(_ids(kinds, "movers"))
+    mover_users = {u["id"] for u in hook.list_users() if u.get("externalId") in movers}
+    course_id = next(
+        e["courseId"]
+        for uid in sorted(mover_users)
+        for e in hook.list_user_enrollments(uid)
+        if e.get("isActive", True)
+    )
+    run = run_dag("absorb_completion_export", world.output, {"full_export": True, "course_ids": [course_id]})
+    assert run.succeeded, run.tasks
+    exported = pd.read_parquet(run.folder / "export.parquet")
+    assert set(exported["course_id"]) == {course_id}
+    assert len(exported) == len(list(hook.list_course_enrollments(course_id)))
+    in_feed = exported[exported["employee_id"].isin(department)]
+    wrong = in_feed[in_feed["employee_id"].map(department) != in_feed["department"]]
+    assert len(in_feed) and wrong.empty, wrong[["employee_id", "department"]].head()
+    assert movers & set(in_feed["employee_id"])
