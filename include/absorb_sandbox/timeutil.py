@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from datetime import UTC, date, datetime, timedelta
 
-ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 TICKS_PER_SECOND = 10_000_000
 
 _clock_lock = threading.Lock()
@@ -24,7 +23,12 @@ def to_iso(value: datetime | date | None) -> str | None:
         value = datetime(value.year, value.month, value.day, tzinfo=UTC)
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.strftime(ISO_FORMAT)
+    return _format(value)
+
+
+def _format(value: datetime) -> str:
+    """Fixed-width form; ``strftime('%Y')`` would not zero-pad years before 1000 on glibc."""
+    return value.isoformat(timespec="microseconds") + "Z"
 
 
 def now_iso() -> str:
@@ -35,7 +39,7 @@ def now_iso() -> str:
         if _last_now is not None and current <= _last_now:
             current = _last_now + timedelta(microseconds=1)
         _last_now = current
-    return current.strftime(ISO_FORMAT)
+    return _format(current)
 
 
 def parse_datetime(text: str) -> datetime:
@@ -56,7 +60,7 @@ def parse_datetime(text: str) -> datetime:
 
 def normalise_datetime(text: str) -> str:
     """Input date text in the stored form; raises ValueError when invalid."""
-    return parse_datetime(text).strftime(ISO_FORMAT)
+    return _format(parse_datetime(text))
 
 
 def _trim_fraction(text: str) -> str:
