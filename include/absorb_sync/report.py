@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -35,11 +34,16 @@ def html_page(title: str, sections: list[str]) -> str:
 
 
 def summary_table(summary: Mapping[str, Any]) -> str:
-    """Key/value table of a (nested) JSON-safe summary."""
+    """Key/value table of a JSON-safe summary; nested mappings become nested tables."""
     rows = []
     for key, value in summary.items():
-        shown = value if isinstance(value, str | int | float | bool) or value is None else json.dumps(value)
-        rows.append(f"<tr><th>{html.escape(str(key))}</th><td>{html.escape(str(shown))}</td></tr>")
+        if isinstance(value, Mapping):
+            shown = summary_table(value) if value else '<span class="muted">none</span>'
+        elif isinstance(value, list | tuple):
+            shown = html.escape(", ".join(str(v) for v in value)) or '<span class="muted">none</span>'
+        else:
+            shown = html.escape(str(value))
+        rows.append(f"<tr><th>{html.escape(str(key))}</th><td>{shown}</td></tr>")
     return f"<table>{''.join(rows)}</table>"
 
 

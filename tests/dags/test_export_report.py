@@ -143,6 +143,9 @@ def test_compliance_report_has_rates_and_embedded_charts():
     assert "<script" not in html and "http" not in html.split("<body>")[1]  # offline
 
 
-def test_run_report_escapes_values():
-    page = run_report("Run <1>", {"note": "<b>x</b>"}, {"Plan": pd.DataFrame({"a": ["<i>"]})})
+def test_run_report_escapes_values_and_nests_summaries():
+    summary = {"note": "<b>x</b>", "plan": {"enroll": 3, "gate": {"reasons": ["<too many>", "b"]}}}
+    page = run_report("Run <1>", summary, {"Plan": pd.DataFrame({"a": ["<i>"]})})
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "&lt;i&gt;" in page
+    assert "<tr><th>enroll</th><td>3</td></tr>" in page  # nested mapping -> nested table
+    assert "&lt;too many&gt;, b" in page

@@ -446,7 +446,7 @@ def verify_and_report(
         "rejected_rows": summaries.get("feed_gate", {}).get("rejected", 0),
         "missing_people": len(meta["missing_people"]),
         "leavers_handed_over": [] if dry_run else handover,
-        "plan_gate": summaries.get("plan_gate", {}),
+        "plan_gate": {k: v for k, v in summaries.get("plan_gate", {}).items() if k != "plan"},
         "folder": str(folder),
     }
     write_json(folder / "summary.json", summary)
