@@ -81,7 +81,8 @@ def test_upload_reports_each_line(fresh_api):
 
 def test_dates_before_year_1000_keep_their_four_digit_year(fresh_api):
     """Found by the schemathesis run: glibc's strftime does not zero-pad such years."""
-    body = {"username": "ancient.date@example.com", "externalId": "E900751", "dateHired": "0751-09-11T07:50:33Z"}
+    body = {"username": "ancient.date@example.com", "firstName": "Old", "lastName": "Date", "externalId": "E900751",
+            "dateHired": "0751-09-11T07:50:33Z"}
     created = fresh_api.post("/users", json=body)
     assert created.status_code == 201
     assert created.json()["dateHired"] == "0751-09-11T07:50:33.000000Z"
