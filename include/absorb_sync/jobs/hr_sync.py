@@ -221,7 +221,10 @@ def plan_changes(*, folder: ObjectStoragePath, hook: Any, rules_path: str, state
     from absorb_sync.rules import evaluate_rules, leavers, load_rules, resolve_courses
 
     ruleset = load_rules(rules_path)
-    course_ids = resolve_courses(ruleset, hook.list_courses())
+    catalog = list(hook.list_courses())
+    course_ids = resolve_courses(ruleset, catalog)
+    names = {c["id"]: c.get("name") for c in catalog if c["id"] in set(course_ids.values())}
+    write_json(folder / "rule_courses.json", names)
     people = read_frame(folder / "accepted.parquet")
     users = read_frame(folder / "users.parquet")
     users_by_employee_id = dict(zip(users["employee_id"], users["user_id"], strict=True))
@@ -523,6 +526,12 @@ def _write_report(
         with target.open("r", encoding="utf-8") as handle:
             return pd.read_csv(handle, dtype=str)
 
+    names_file = folder / "rule_courses.json"
+    names = read_json(names_file) if names_file.exists() else {}
+    if len(lines):  # people read names first; the ids stay for whoever acts on a line
+        lines = lines.assign(course_name=lines["course_id"].map(names))
+        first = ["action", "employee_id", "course_name", "reason", "due_date", "rule", "handled_by"]
+        lines = lines[[c for c in first if c in lines] + [c for c in lines if c not in first]]
     tables = {
         "Plan": lines,
         "Outcomes": optional_csv("outcomes.csv"),
