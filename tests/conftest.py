@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from base64 import urlsafe_b64encode
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,9 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["GX_ANALYTICS_ENABLED"] = "false"
+# One key for this process and every Airflow subprocess it starts, whatever order they start in,
+# so a connection one of them encrypts the others can read.
+os.environ["AIRFLOW__CORE__FERNET_KEY"] = urlsafe_b64encode(os.urandom(32)).decode()
 
 
 @pytest.fixture(scope="session")
