@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"connection {conn_id}: skipped ({reason})")
     else:
         wanted = desired_connection(conn_id)
-        target = urlsplit(wanted["host"]).netloc if wanted["host"] else f"region {os.environ['ABSORB_REGION']}"
+        target = (
+            urlsplit(wanted["host"]).netloc if wanted["host"] else f"region {os.environ['ABSORB_REGION']}"
+        )
         print(f"connection {conn_id}: {ensure_connection(conn_id)} ({target})")
     print(f"pool {POOL_NAME}: {ensure_pool(slots)} ({slots} slots)")
     return 0

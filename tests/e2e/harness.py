@@ -110,6 +110,11 @@ class AirflowCluster:
         self.extra_env = dict(extra_env or {})
         self.components: list[Component] = []
         self._db_created = False
+        # one set of secrets and log-server ports shared by every component of this cluster
+        self._fernet_key = urlsafe_b64encode(secrets.token_bytes(32)).decode()
+        self._secret_key = secrets.token_hex(16)
+        self._jwt_secret = secrets.token_hex(32)
+        self._trigger_log_port, self._worker_log_port = free_port(), free_port()
 
     # ---- environment -------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -154,8 +159,8 @@ class AirflowCluster:
                 "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
                 "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "600",
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self._trigger_log_port),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self._worker_log_port),
                 "AIRFLOW_CONN_ABSORB_DEFAULT": self.sandbox_connection_json,
                 # the export's SQL target: a table in this session's own database
                 "AIRFLOW_CONN_E2E_WAREHOUSE": json.dumps(
@@ -171,10 +176,6 @@ class AirflowCluster:
         )
         env.update(self.extra_env)
         return env
-
-    _fernet_key = urlsafe_b64encode(secrets.token_bytes(32)).decode()
-    _secret_key = secrets.token_hex(16)
-    _jwt_secret = secrets.token_hex(32)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> AirflowCluster:

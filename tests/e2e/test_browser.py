@@ -118,7 +118,8 @@ def test_trigger_sync_from_its_params_form_and_see_the_run(
     if not dry_run.is_selected():
         browser.execute_script("arguments[0].click();", dry_run)
     _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'input[name="element_dry_run"]').is_selected())
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", feed_input)
+    # the screenshot shows both filled fields: the feed path above, the dry-run switch below
+    browser.execute_script("arguments[0].scrollIntoView({block: 'end'});", dry_run)
     _shot(browser, "01_sync_trigger_form")
     _css(browser, '[data-testid="trigger-dag-submit"]').click()
 
