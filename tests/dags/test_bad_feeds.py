@@ -1,10 +1,12 @@
-"""Bad HR feeds fail the sync's feed gate with a clear message and make zero writes."""
+"""Bad HR feeds fail the sync's feed gate with a clear message and make zero writes; writes that
+Absorb refuses fail the run after it reported them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import read_rows, write_rows
 from dagtools import run_dag
@@ -99,3 +101,29 @@ def test_bad_feed_fails_the_gate_and_writes_nothing(world, baseline, kind):
     assert world.writes() == writes
     verdict = run.text("feed_gate.json")
     assert message.lower() in verdict.lower(), verdict[:2000]
+
+
+def test_refused_writes_fail_the_run_after_reporting_and_keep_the_baseline(world, baseline):
+    """Absorb refuses enrollments into a multi-session ILC (422): the run reports every refusal,
+    fails at verification, and does not accept the feed as the new baseline."""
+    from absorb_sandbox.seed import MULTI_SESSION_ILC
+
+    rules = world.root / "ilc_rules.yaml"
+    rules.write_text(
+        "version: 1\n"
+        "rules:\n"
+        "  - name: legal-workshop\n"
+        "    match: {department: [Legal]}\n"
+        f"    courses: [{{name: {MULTI_SESSION_ILC}}}]\n"
+    )
+    run = run_dag(SYNC, world.output, {"feed_path": str(baseline), "rules_path": str(rules)})
+    assert run.state == "failed"
+    assert run.tasks["apply_plan"] == "success" and run.tasks["verify_and_report"] == "failed"
+    assert run.tasks["trigger_unenrollment"] == "upstream_failed"
+    summary = run.json("summary.json")
+    planned = summary["plan"]["enroll"]
+    assert planned > 0 and summary["failed_writes"] == planned == summary["outcomes"]["failed"]
+    outcomes = pd.read_csv(run.folder / "outcomes.csv")
+    assert (outcomes["outcome"] == "failed").all() and outcomes["error"].str.contains("422").all()
+    assert "failed_writes" in run.text("report.html")
+    assert world.state().last_accepted_feed()["run_id"] == "seed"
