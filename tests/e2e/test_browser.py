@@ -118,9 +118,13 @@ def test_trigger_sync_from_its_params_form_and_see_the_run(
     if not dry_run.is_selected():
         browser.execute_script("arguments[0].click();", dry_run)
     _wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, 'input[name="element_dry_run"]').is_selected())
-    # the screenshot shows both filled fields: the feed path above, the dry-run switch below
-    browser.execute_script("arguments[0].scrollIntoView({block: 'end'});", dry_run)
-    _shot(browser, "01_sync_trigger_form")
+    _shot(browser, "01a_sync_trigger_form_feed")
+    browser.execute_script(
+        "(arguments[0].closest('[role=group]') || arguments[0].parentElement)"
+        ".scrollIntoView({block: 'center'});",
+        dry_run,
+    )
+    _shot(browser, "01b_sync_trigger_form_dry_run")
     _css(browser, '[data-testid="trigger-dag-submit"]').click()
 
     new_run = _wait(
