@@ -216,6 +216,13 @@ class AbsorbClient:
                 problem = f"{type(exc).__name__} ({_reason(exc)})"
                 if state is not None:
                     state["ambiguous"] = True
+            if state is not None and state["ambiguous"] and state.get("no_ambiguous_retry"):
+                raise AbsorbRetryExhaustedError(
+                    method,
+                    "/" + path.lstrip("/"),
+                    attempt,
+                    f"{problem}; not retried: it may have been applied",
+                )
             elapsed = time.monotonic() - started
             delay = wait if wait is not None else self.retry.delay(attempt)
             if attempt >= self.retry.max_attempts or elapsed + delay > self.retry.total_budget:

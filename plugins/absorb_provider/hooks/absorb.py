@@ -364,12 +364,16 @@ class AbsorbHook(BaseHook):
         return self.client.get(path) or []
 
     def start_attempt(self, user_id: str, course_id: str, lesson_id: str) -> dict:
-        """#21 ``POST /users/{userId}/enrollments/{courseId}/lessons/{lessonId}/startattempt``."""
+        """#21 ``POST /users/{userId}/enrollments/{courseId}/lessons/{lessonId}/startattempt``.
+
+        Retried on 429 only: after a timeout or 5xx the attempt may exist, so it raises instead.
+        """
         path = (
             f"users/{guid(user_id, 'user_id')}/enrollments/{guid(course_id, 'course_id')}"
             f"/lessons/{guid(lesson_id, 'lesson_id')}/startattempt"
         )
-        return self.client.post(path)
+        # not idempotent (each call opens an attempt): a timed-out start is reported, not repeated
+        return self.client.call("POST", path, state={"no_ambiguous_retry": True}).data
 
     def finish_attempt(
         self,

@@ -82,3 +82,17 @@ def test_already_enrolled_without_ambiguity_is_reported(hook_for, sandbox):
     with pytest.raises(AbsorbAlreadyEnrolledError, match="already enrolled"):
         hook.create_enrollment(user, course)
     assert hook.bulk_enroll([item]).outcomes[0]["outcome"] == "already_enrolled"
+
+
+def test_non_idempotent_start_attempt_is_not_repeated_after_a_5xx(hook_for, sandbox_factory):
+    server = sandbox_factory("attempts")
+    hook = hook_for(server)
+    user, course = seed.user_id("E000012"), seed.course_id("Data Privacy (GDPR)")
+    lesson = seed.lesson_id("Data Privacy (GDPR)", 1, 1)
+    hook.bulk_enroll([{"user_id": user, "course_id": course, "due_date": None, "re_enroll": False, "key": 1}])
+    server.set_faults("error=1.0")
+    with pytest.raises(AbsorbRetryExhaustedError, match="not retried"):
+        hook.start_attempt(user, course, lesson)
+    server.set_faults("off")
+    route = "POST /users/{userId}/enrollments/{courseId}/lessons/{lessonId}/startattempt"
+    assert server.stats()["by_route"][route] == 1
