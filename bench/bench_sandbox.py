@@ -33,8 +33,10 @@ def seed_db(path: Path, size: str) -> float:
     counts = seeding.seed_database(conn, size, api_username=DEFAULT_USERNAME)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     conn.close()
-    print(f"seeded {size}: {counts} in {elapsed:.1f} s wall, {cpu:.1f} s CPU (target < {SEED_TARGET_S:.0f} s)",
-          flush=True)
+    print(
+        f"seeded {size}: {counts} in {elapsed:.1f} s wall, {cpu:.1f} s CPU (target < {SEED_TARGET_S:.0f} s)",
+        flush=True,
+    )
     return elapsed
 
 

@@ -52,8 +52,10 @@ def ensure_course_activities(conn: sqlite3.Connection, course_id: str) -> int:
     conn.execute("BEGIN IMMEDIATE")
     try:
         _insert(conn, [_activity_rows(row, lessons) for row in pending])
-        conn.execute("UPDATE enrollments SET activities_ready = 1 WHERE course_id = ? AND activities_ready = 0",
-                     (course_id,))
+        conn.execute(
+            "UPDATE enrollments SET activities_ready = 1 WHERE course_id = ? AND activities_ready = 0",
+            (course_id,),
+        )
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -62,12 +64,18 @@ def ensure_course_activities(conn: sqlite3.Connection, course_id: str) -> int:
 
 
 def _insert(conn: sqlite3.Connection, batches: list[tuple[list, list, list]]) -> None:
-    conn.executemany(f"INSERT OR IGNORE INTO chapter_enrollments VALUES ({', '.join('?' * 13)})",
-                     [r for chapters, _, _ in batches for r in chapters])
-    conn.executemany(f"INSERT OR IGNORE INTO lesson_enrollments VALUES ({', '.join('?' * 20)})",
-                     [r for _, lessons, _ in batches for r in lessons])
-    conn.executemany(f"INSERT OR IGNORE INTO attempts VALUES ({', '.join('?' * 10)})",
-                     [r for _, _, attempts in batches for r in attempts])
+    conn.executemany(
+        f"INSERT OR IGNORE INTO chapter_enrollments VALUES ({', '.join('?' * 13)})",
+        [r for chapters, _, _ in batches for r in chapters],
+    )
+    conn.executemany(
+        f"INSERT OR IGNORE INTO lesson_enrollments VALUES ({', '.join('?' * 20)})",
+        [r for _, lessons, _ in batches for r in lessons],
+    )
+    conn.executemany(
+        f"INSERT OR IGNORE INTO attempts VALUES ({', '.join('?' * 10)})",
+        [r for _, _, attempts in batches for r in attempts],
+    )
 
 
 def _activity_rows(row: tuple, lessons: list[tuple]) -> tuple[list, list, list]:
@@ -91,17 +99,45 @@ def _activity_rows(row: tuple, lessons: list[tuple]) -> tuple[list, list, list]:
         lesson_enrollment_id = _derived_id(enrollment_id, "lesson", lesson_id)
         is_done = lesson_status == COMPLETE
         attempts = 1 if lesson_status != NOT_STARTED else 0
-        lesson_rows.append((
-            lesson_enrollment_id, enrollment_id, chapter_ids[chapter_id], chapter_id,
-            lesson_id, user_id, course_id, lesson_type, lesson_status, 100.0 if is_done else 0.0,
-            score if is_done else None, 0, attempts, 0, started if attempts else None, added,
-            started if attempts else None, completed if is_done else None, edited, added,
-        ))
+        lesson_rows.append(
+            (
+                lesson_enrollment_id,
+                enrollment_id,
+                chapter_ids[chapter_id],
+                chapter_id,
+                lesson_id,
+                user_id,
+                course_id,
+                lesson_type,
+                lesson_status,
+                100.0 if is_done else 0.0,
+                score if is_done else None,
+                0,
+                attempts,
+                0,
+                started if attempts else None,
+                added,
+                started if attempts else None,
+                completed if is_done else None,
+                edited,
+                added,
+            )
+        )
         if attempts:
-            attempt_rows.append((
-                _derived_id(enrollment_id, "attempt", lesson_id), lesson_enrollment_id, user_id, course_id,
-                lesson_id, lesson_status, score if is_done else None, 0, started, completed if is_done else None,
-            ))
+            attempt_rows.append(
+                (
+                    _derived_id(enrollment_id, "attempt", lesson_id),
+                    lesson_enrollment_id,
+                    user_id,
+                    course_id,
+                    lesson_id,
+                    lesson_status,
+                    score if is_done else None,
+                    0,
+                    started,
+                    completed if is_done else None,
+                )
+            )
     chapter_rows = []
     for chapter_id, statuses in chapter_state.items():
         if all(s == COMPLETE for s in statuses):
@@ -111,9 +147,21 @@ def _activity_rows(row: tuple, lessons: list[tuple]) -> tuple[list, list, list]:
         else:
             chapter_status = NOT_STARTED
         share = 100.0 * sum(s == COMPLETE for s in statuses) / len(statuses)
-        chapter_rows.append((
-            chapter_ids[chapter_id], enrollment_id, chapter_id, user_id, course_id,
-            chapter_status, share, None, 0, added, started if chapter_status != NOT_STARTED else None,
-            completed if chapter_status == COMPLETE else None, edited,
-        ))
+        chapter_rows.append(
+            (
+                chapter_ids[chapter_id],
+                enrollment_id,
+                chapter_id,
+                user_id,
+                course_id,
+                chapter_status,
+                share,
+                None,
+                0,
+                added,
+                started if chapter_status != NOT_STARTED else None,
+                completed if chapter_status == COMPLETE else None,
+                edited,
+            )
+        )
     return chapter_rows, lesson_rows, attempt_rows

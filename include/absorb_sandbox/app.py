@@ -72,8 +72,11 @@ def create_app(config: SandboxConfig, conn=None) -> FastAPI:
     stats = Stats()
     faults = FaultInjector(parse_spec(config.faults))
     limiter = RateLimiter(config.rate_limit)
-    app = FastAPI(title="Absorb Integration API v2 (offline sandbox)", version="2",
-                  description="A simulator of the Absorb LMS Integration API v2 for tests and demos.")
+    app = FastAPI(
+        title="Absorb Integration API v2 (offline sandbox)",
+        version="2",
+        description="A simulator of the Absorb LMS Integration API v2 for tests and demos.",
+    )
     app.state.sandbox = sandbox
     app.state.config = config
 
@@ -84,8 +87,15 @@ def create_app(config: SandboxConfig, conn=None) -> FastAPI:
                 return getattr(route, "path_format", route.path)
         return "<unmatched>"
 
-    app.add_middleware(SandboxMiddleware, api_key=config.api_key, tokens=tokens, stats=stats, faults=faults,
-                       limiter=limiter, route_template=route_template)
+    app.add_middleware(
+        SandboxMiddleware,
+        api_key=config.api_key,
+        tokens=tokens,
+        stats=stats,
+        faults=faults,
+        limiter=limiter,
+        route_template=route_template,
+    )
     _install_error_handlers(app)
     _add_auth_routes(app, config, tokens, users)
     _add_user_routes(app, users)
@@ -111,7 +121,11 @@ def _install_error_handlers(app: FastAPI) -> None:
             location = [str(p) for p in error.get("loc", ()) if p != "body"]
             if error.get("type") == "json_invalid":
                 return _json(error_body(400, "Malformed JSON in the request body."), 400)
-            if error.get("loc", ())[:1] == ("body",) and error.get("type") == "missing" and len(error["loc"]) == 1:
+            if (
+                error.get("loc", ())[:1] == ("body",)
+                and error.get("type") == "missing"
+                and len(error["loc"]) == 1
+            ):
                 return _json(error_body(400, "The request requires a body."), 400)
             problems.append(f"{'.'.join(location) or 'body'}: {error.get('msg', 'invalid')}")
         message = problems[0] if problems else "Validation failed."
@@ -119,7 +133,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException):
-        message = {404: "Resource not found.", 405: "Method not allowed."}.get(exc.status_code, str(exc.detail))
+        message = {404: "Resource not found.", 405: "Method not allowed."}.get(
+            exc.status_code, str(exc.detail)
+        )
         return _json(error_body(exc.status_code, message), exc.status_code, getattr(exc, "headers", None))
 
     @app.exception_handler(BodyTooLarge)
@@ -151,8 +167,14 @@ ERRORS = models.error_responses
 
 
 def _add_auth_routes(app: FastAPI, config: SandboxConfig, tokens: TokenStore, users: UserService) -> None:
-    @app.post("/authenticate", tags=["Authentication"], response_model=str, summary="Authenticate",
-              responses=ERRORS(400, 401), openapi_extra=models.body_doc(models.AuthenticateRequest))
+    @app.post(
+        "/authenticate",
+        tags=["Authentication"],
+        response_model=str,
+        summary="Authenticate",
+        responses=ERRORS(400, 401),
+        openapi_extra=models.body_doc(models.AuthenticateRequest),
+    )
     async def authenticate(request: Request):
         """Returns a token (a JSON string). A new token replaces the user's previous one."""
         body = _object_body(await _json_body(request))
@@ -171,8 +193,13 @@ def _add_auth_routes(app: FastAPI, config: SandboxConfig, tokens: TokenStore, us
 def _add_user_routes(app: FastAPI, users: UserService) -> None:
     sandbox = app.state.sandbox
 
-    @app.get("/users", tags=["Users"], response_model=models.page_model("users", models.User),
-             responses=ERRORS(401, 422), openapi_extra=models.paging_doc(status=False))
+    @app.get(
+        "/users",
+        tags=["Users"],
+        response_model=models.page_model("users", models.User),
+        responses=ERRORS(401, 422),
+        openapi_extra=models.paging_doc(status=False),
+    )
     async def list_users(request: Request):
         return _json(sandbox.page(res.USERS, page_request(request.query_params)))
 
@@ -181,32 +208,60 @@ def _add_user_routes(app: FastAPI, users: UserService) -> None:
         user_id = check_guid(userId, "userId")
         return _json(sandbox.one(res.USERS, ["u.id = ?"], [user_id], "User"))
 
-    @app.post("/users", tags=["Users"], response_model=models.User, status_code=201,
-              responses={200: {"model": models.User, "description": "Existing user updated"}, **ERRORS(400, 401, 404, 422)},
-              openapi_extra=models.body_doc(models.UserInput))
+    @app.post(
+        "/users",
+        tags=["Users"],
+        response_model=models.User,
+        status_code=201,
+        responses={
+            200: {"model": models.User, "description": "Existing user updated"},
+            **ERRORS(400, 401, 404, 422),
+        },
+        openapi_extra=models.body_doc(models.UserInput),
+    )
     async def upsert_user(request: Request):
         """Creates the user, or updates the one whose externalId (or username) matches."""
         status, user = users.upsert(_object_body(await _json_body(request)))
         return _json(user, status)
 
-    @app.post("/users/upload", tags=["Users"], response_model=list[models.UserUploadResult],
-              responses=ERRORS(400, 401, 422), openapi_extra=models.body_doc(list[models.UserInput]))
+    @app.post(
+        "/users/upload",
+        tags=["Users"],
+        response_model=list[models.UserUploadResult],
+        responses=ERRORS(400, 401, 422),
+        openapi_extra=models.body_doc(list[models.UserInput]),
+    )
     async def upload_users(request: Request):
         """Upserts up to 200 users; each gets its own result line."""
         return _json(users.upload(await _json_body(request)))
 
-    @app.put("/users/{userId}", tags=["Users"], response_model=models.User, responses=ERRORS(400, 401, 404, 422),
-             openapi_extra=models.body_doc(models.UserInput))
+    @app.put(
+        "/users/{userId}",
+        tags=["Users"],
+        response_model=models.User,
+        responses=ERRORS(400, 401, 404, 422),
+        openapi_extra=models.body_doc(models.UserInput),
+    )
     async def update_user(userId: GuidPath, request: Request):
         return _json(users.update(userId, _object_body(await _json_body(request))))
 
-    @app.get("/courses", tags=["Courses"], response_model=models.page_model("courses", models.Course),
-             responses=ERRORS(401, 422), openapi_extra=models.paging_doc(status=False))
+    @app.get(
+        "/courses",
+        tags=["Courses"],
+        response_model=models.page_model("courses", models.Course),
+        responses=ERRORS(401, 422),
+        openapi_extra=models.paging_doc(status=False),
+    )
     async def list_courses(request: Request):
         return _json(sandbox.page(res.COURSES, page_request(request.query_params)))
 
-    @app.get("/departments", tags=["Departments"], response_model=models.page_model("departments", models.Department),
-             responses=ERRORS(401, 422), openapi_extra=models.paging_doc(status=False))
+    @app.get(
+        "/departments",
+        tags=["Departments"],
+        response_model=models.page_model("departments", models.Department),
+        responses=ERRORS(401, 422),
+        openapi_extra=models.paging_doc(status=False),
+    )
     async def list_departments(request: Request):
         return _json(sandbox.page(res.DEPARTMENTS, page_request(request.query_params)))
 
@@ -217,82 +272,145 @@ def _add_user_routes(app: FastAPI, users: UserService) -> None:
 def _add_enrollment_routes(app: FastAPI, sandbox: Sandbox) -> None:
     page_of_enrollments = models.page_model("enrollments", models.Enrollment)
 
-    @app.get("/courses/{courseId}/enrollments", tags=["Enrollments"], response_model=page_of_enrollments,
-             responses=ERRORS(401, 404, 422), openapi_extra=models.paging_doc(deprecated=True))
+    @app.get(
+        "/courses/{courseId}/enrollments",
+        tags=["Enrollments"],
+        response_model=page_of_enrollments,
+        responses=ERRORS(401, 404, 422),
+        openapi_extra=models.paging_doc(deprecated=True),
+    )
     async def list_course_enrollments(courseId: GuidPath, request: Request):
         """#13 List enrollments for specific course."""
         course_id = sandbox.require_course(courseId)[0]
-        return _json(sandbox.page(res.ENROLLMENTS, page_request(request.query_params), ["e.course_id = ?"], [course_id]))
+        return _json(
+            sandbox.page(
+                res.ENROLLMENTS, page_request(request.query_params), ["e.course_id = ?"], [course_id]
+            )
+        )
 
-    @app.get("/users/{userId}/enrollments", tags=["Enrollments"], response_model=page_of_enrollments,
-             responses=ERRORS(401, 404, 422), openapi_extra=models.paging_doc(deprecated=True))
+    @app.get(
+        "/users/{userId}/enrollments",
+        tags=["Enrollments"],
+        response_model=page_of_enrollments,
+        responses=ERRORS(401, 404, 422),
+        openapi_extra=models.paging_doc(deprecated=True),
+    )
     async def list_user_enrollments(userId: GuidPath, request: Request):
         """#10 List course enrollments for specific user."""
         user_id = sandbox.require_user(userId)
-        return _json(sandbox.page(res.ENROLLMENTS, page_request(request.query_params), ["e.user_id = ?"], [user_id]))
+        return _json(
+            sandbox.page(res.ENROLLMENTS, page_request(request.query_params), ["e.user_id = ?"], [user_id])
+        )
 
-    @app.get("/users/{userId}/enrollments/{courseId}", tags=["Enrollments"], response_model=models.Enrollment,
-             responses=ERRORS(401, 404, 422), openapi_extra=models.status_doc())
+    @app.get(
+        "/users/{userId}/enrollments/{courseId}",
+        tags=["Enrollments"],
+        response_model=models.Enrollment,
+        responses=ERRORS(401, 404, 422),
+        openapi_extra=models.status_doc(),
+    )
     async def get_user_course_enrollment(userId: GuidPath, courseId: GuidPath, request: Request):
         """#8 Get user's enrollment for specific course (the active one)."""
         request_params = page_request(request.query_params, paged=False)
         return _json(sandbox.user_course_enrollment(userId, courseId, request_params))
 
-    @app.post("/users/{userId}/enrollments/{courseId}", tags=["Enrollments"], status_code=201,
-              response_model=models.EnrollmentCreated, responses=ERRORS(400, 401, 404, 422))
+    @app.post(
+        "/users/{userId}/enrollments/{courseId}",
+        tags=["Enrollments"],
+        status_code=201,
+        response_model=models.EnrollmentCreated,
+        responses=ERRORS(400, 401, 404, 422),
+    )
     async def create_enrollment(userId: GuidPath, courseId: GuidPath, reEnroll: ReEnroll = False):
         """#7 Create enrollment for user and course. Multi-Session ILCs are not supported."""
         created = sandbox.create_enrollment(userId, courseId, re_enroll=reEnroll)
         return _json({k: created[k] for k in ("enrollmentId", "courseId", "userId")}, 201)
 
-    @app.post("/users/{userId}/enrollments", tags=["Enrollments"], status_code=201,
-              response_model=models.EnrollmentCreated,
-              responses={200: {"model": models.EnrollmentCreated, "description": "Existing enrollment updated"},
-                         **ERRORS(400, 401, 404, 422)},
-              openapi_extra=models.body_doc(models.EnrollmentInput, required=True))
+    @app.post(
+        "/users/{userId}/enrollments",
+        tags=["Enrollments"],
+        status_code=201,
+        response_model=models.EnrollmentCreated,
+        responses={
+            200: {"model": models.EnrollmentCreated, "description": "Existing enrollment updated"},
+            **ERRORS(400, 401, 404, 422),
+        },
+        openapi_extra=models.body_doc(models.EnrollmentInput, required=True),
+    )
     async def create_or_update_enrollment(userId: GuidPath, request: Request, reEnroll: ReEnroll = False):
         """#9 Create or update course enrollment. Settable: Status, DateCompleted, DateExpires,
         CourseVersionId, AcceptedTermsAndConditions, EnrollmentKeyId, Credits, Score (+ dateDue)."""
         status, result = sandbox.create_or_update_enrollment(
-            userId, _object_body(await _json_body(request)), re_enroll=reEnroll)
+            userId, _object_body(await _json_body(request)), re_enroll=reEnroll
+        )
         return _json({k: result[k] for k in ("enrollmentId", "courseId", "userId")}, status)
 
-    @app.post("/enrollments/unenroll", tags=["Enrollments"], responses={200: {"description": "Unenrolled"},
-              **ERRORS(400, 401, 422)}, openapi_extra=models.body_doc(list[models.GuidStr], required=True))
+    @app.post(
+        "/enrollments/unenroll",
+        tags=["Enrollments"],
+        responses={200: {"description": "Unenrolled"}, **ERRORS(400, 401, 422)},
+        openapi_extra=models.body_doc(list[models.GuidStr], required=True),
+    )
     async def unenroll(request: Request):
         """#11 Un-enroll users from courses (all or nothing)."""
         sandbox.unenroll(await _json_body(request))
         return Response(status_code=200)
 
-    @app.get("/enrollments/{id}", tags=["Enrollments"], response_model=models.Enrollment,
-             responses=ERRORS(401, 404, 422))
+    @app.get(
+        "/enrollments/{id}",
+        tags=["Enrollments"],
+        response_model=models.Enrollment,
+        responses=ERRORS(401, 404, 422),
+    )
     async def get_enrollment(id: GuidPath):
         """#12 Get course enrollment."""
         return _json(sandbox.get_enrollment(id))
 
-    @app.get("/bulk/studentcourses", tags=["Enrollments"], response_model=list[models.Enrollment],
-             responses=ERRORS(400, 401, 422))
-    async def bulk_student_courses(request: Request,
-                                   userIds: Annotated[list[str] | None, Query()] = None,
-                                   courseIds: Annotated[list[str] | None, Query()] = None):
+    @app.get(
+        "/bulk/studentcourses",
+        tags=["Enrollments"],
+        response_model=list[models.Enrollment],
+        responses=ERRORS(400, 401, 422),
+    )
+    async def bulk_student_courses(
+        request: Request,
+        userIds: Annotated[list[str] | None, Query()] = None,
+        courseIds: Annotated[list[str] | None, Query()] = None,
+    ):
         """#14 List course enrollments for bulk user list (repeated keys or comma lists)."""
+
         def split(values):
             return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+
         return _json(sandbox.bulk_student_courses(split(userIds), split(courseIds)))
 
-    @app.get("/myenrollments", tags=["My enrollments"], response_model=page_of_enrollments,
-             responses=ERRORS(401, 404, 422), openapi_extra=models.paging_doc())
+    @app.get(
+        "/myenrollments",
+        tags=["My enrollments"],
+        response_model=page_of_enrollments,
+        responses=ERRORS(401, 404, 422),
+        openapi_extra=models.paging_doc(),
+    )
     async def my_enrollments(request: Request):
         """#26 List currently authenticated user's course enrollments."""
         user_id = sandbox.user_id_for(request.scope["state"]["username"])
-        return _json(sandbox.page(res.ENROLLMENTS, page_request(request.query_params), ["e.user_id = ?"], [user_id]))
+        return _json(
+            sandbox.page(res.ENROLLMENTS, page_request(request.query_params), ["e.user_id = ?"], [user_id])
+        )
 
-    @app.get("/myenrollments/{courseId}", tags=["My enrollments"], response_model=models.Enrollment,
-             responses=ERRORS(401, 404, 422), openapi_extra=models.status_doc())
+    @app.get(
+        "/myenrollments/{courseId}",
+        tags=["My enrollments"],
+        response_model=models.Enrollment,
+        responses=ERRORS(401, 404, 422),
+        openapi_extra=models.status_doc(),
+    )
     async def my_enrollment(courseId: GuidPath, request: Request):
         """#24 Get currently authenticated user's course enrollment."""
         user_id = sandbox.user_id_for(request.scope["state"]["username"])
-        return _json(sandbox.user_course_enrollment(user_id, courseId, page_request(request.query_params, paged=False)))
+        return _json(
+            sandbox.user_course_enrollment(user_id, courseId, page_request(request.query_params, paged=False))
+        )
 
     async def enroll_me(courseId: GuidPath, request: Request):
         """#25 Create course enrollment for the currently authenticated user."""
@@ -301,8 +419,14 @@ def _add_enrollment_routes(app: FastAPI, sandbox: Sandbox) -> None:
         return _json({k: created[k] for k in ("enrollmentId", "courseId", "userId")}, 201)
 
     for path in ("/enroll/{courseId}", "/myenrollments/{courseId}"):
-        app.post(path, tags=["My enrollments"], status_code=201, response_model=models.EnrollmentCreated,
-                 responses=ERRORS(400, 401, 404, 422), operation_id=f"enroll_me_{path.split('/')[1]}")(enroll_me)
+        app.post(
+            path,
+            tags=["My enrollments"],
+            status_code=201,
+            response_model=models.EnrollmentCreated,
+            responses=ERRORS(400, 401, 404, 422),
+            operation_id=f"enroll_me_{path.split('/')[1]}",
+        )(enroll_me)
 
 
 # --- sessions, chapters, lessons, attempts --------------------------------------------------------------
@@ -313,7 +437,9 @@ def _add_activity_routes(app: FastAPI, sandbox: Sandbox) -> None:
 
     def user_enrollment(user_id: str, course_id: str) -> str:
         enrollment_id = sandbox.require_active_enrollment(user_id, course_id)
-        if not conn.execute("SELECT activities_ready FROM enrollments WHERE id = ?", (enrollment_id,)).fetchone()[0]:
+        if not conn.execute(
+            "SELECT activities_ready FROM enrollments WHERE id = ?", (enrollment_id,)
+        ).fetchone()[0]:
             with sandbox.transaction():
                 ensure_activities(conn, enrollment_id)
         return enrollment_id
@@ -321,127 +447,246 @@ def _add_activity_routes(app: FastAPI, sandbox: Sandbox) -> None:
     def session_route(path: str, **kw):
         return app.get(path, tags=["Sessions"], responses=ERRORS(401, 404, 422), **kw)
 
-    @session_route("/users/{userId}/enrollments/{courseId}/sessions",
-                   response_model=list[models.SessionEnrollment], openapi_extra=models.status_doc())
+    @session_route(
+        "/users/{userId}/enrollments/{courseId}/sessions",
+        response_model=list[models.SessionEnrollment],
+        openapi_extra=models.status_doc(),
+    )
     async def list_user_session_enrollments(userId: GuidPath, courseId: GuidPath, request: Request):
         """#1 List user's session enrollments for specific course."""
         enrollment_id = sandbox.require_active_enrollment(userId, courseId)
-        return _json(sandbox.rows(res.SESSION_ENROLLMENTS, page_request(request.query_params, paged=False),
-                                  ["se.enrollment_id = ?"], [enrollment_id]))
+        return _json(
+            sandbox.rows(
+                res.SESSION_ENROLLMENTS,
+                page_request(request.query_params, paged=False),
+                ["se.enrollment_id = ?"],
+                [enrollment_id],
+            )
+        )
 
-    @session_route("/users/{userId}/enrollments/{courseId}/sessions/{sessionId}",
-                   response_model=models.SessionEnrollment, openapi_extra=models.status_doc())
-    async def get_user_session_enrollment(userId: GuidPath, courseId: GuidPath, sessionId: GuidPath, request: Request):
+    @session_route(
+        "/users/{userId}/enrollments/{courseId}/sessions/{sessionId}",
+        response_model=models.SessionEnrollment,
+        openapi_extra=models.status_doc(),
+    )
+    async def get_user_session_enrollment(
+        userId: GuidPath, courseId: GuidPath, sessionId: GuidPath, request: Request
+    ):
         """#2 Get user's session enrollment for specific course."""
         session_id = check_guid(sessionId, "sessionId")
         enrollment_id = sandbox.require_active_enrollment(userId, courseId)
-        return _json(sandbox.one(res.SESSION_ENROLLMENTS, ["se.enrollment_id = ?", "se.session_id = ?"],
-                                 [enrollment_id, session_id], "Session enrollment",
-                                 page_request(request.query_params, paged=False)))
+        return _json(
+            sandbox.one(
+                res.SESSION_ENROLLMENTS,
+                ["se.enrollment_id = ?", "se.session_id = ?"],
+                [enrollment_id, session_id],
+                "Session enrollment",
+                page_request(request.query_params, paged=False),
+            )
+        )
 
-    async def create_ilc_enrollment(userId: GuidPath, courseId: GuidPath, sessionId: GuidPath,
-                                    reEnroll: ReEnroll = False,
-                                    cancelSession: Annotated[bool, Query()] = False):
+    async def create_ilc_enrollment(
+        userId: GuidPath,
+        courseId: GuidPath,
+        sessionId: GuidPath,
+        reEnroll: ReEnroll = False,
+        cancelSession: Annotated[bool, Query()] = False,
+    ):
         """#3 Create ILC enrollment for user (with reEnroll / cancelSession)."""
-        created = sandbox.create_enrollment(userId, courseId, re_enroll=reEnroll, session_id=sessionId,
-                                            cancel_session=cancelSession)
+        created = sandbox.create_enrollment(
+            userId, courseId, re_enroll=reEnroll, session_id=sessionId, cancel_session=cancelSession
+        )
         keys = ("userId", "courseId", "sessionId", "enrollmentId", "sessionEnrollmentId")
         return _json({k: created[k] for k in keys}, 201)
 
-    for path in ("/users/{userId}/enrollments/{courseId}/session/{sessionId}",
-                 "/users/{userId}/enrollments/{courseId}/sessions/{sessionId}"):
-        app.post(path, tags=["Sessions"], status_code=201, response_model=models.IlcEnrollmentCreated,
-                 responses=ERRORS(400, 401, 404, 422),
-                 operation_id=f"create_ilc_enrollment_{path.split('/')[-2]}")(create_ilc_enrollment)
+    for path in (
+        "/users/{userId}/enrollments/{courseId}/session/{sessionId}",
+        "/users/{userId}/enrollments/{courseId}/sessions/{sessionId}",
+    ):
+        app.post(
+            path,
+            tags=["Sessions"],
+            status_code=201,
+            response_model=models.IlcEnrollmentCreated,
+            responses=ERRORS(400, 401, 404, 422),
+            operation_id=f"create_ilc_enrollment_{path.split('/')[-2]}",
+        )(create_ilc_enrollment)
 
-    @session_route("/courses/{courseId}/sessions/{sessionId}/enrollments",
-                   response_model=models.page_model("enrollments", models.SessionEnrollment),
-                   openapi_extra=models.paging_doc())
+    @session_route(
+        "/courses/{courseId}/sessions/{sessionId}/enrollments",
+        response_model=models.page_model("enrollments", models.SessionEnrollment),
+        openapi_extra=models.paging_doc(),
+    )
     async def list_session_enrollments(courseId: GuidPath, sessionId: GuidPath, request: Request):
         """#4 List an ILC's session enrollments."""
         course_id = sandbox.require_course(courseId)[0]
         session_id = check_guid(sessionId, "sessionId")
-        if conn.execute("SELECT 1 FROM sessions WHERE id = ? AND course_id = ?", (session_id, course_id)).fetchone() is None:
+        if (
+            conn.execute(
+                "SELECT 1 FROM sessions WHERE id = ? AND course_id = ?", (session_id, course_id)
+            ).fetchone()
+            is None
+        ):
             raise not_found("Session", session_id)
-        return _json(sandbox.page(res.SESSION_ENROLLMENTS, page_request(request.query_params),
-                                  ["se.session_id = ?"], [session_id]))
+        return _json(
+            sandbox.page(
+                res.SESSION_ENROLLMENTS,
+                page_request(request.query_params),
+                ["se.session_id = ?"],
+                [session_id],
+            )
+        )
 
     def activity_route(path: str, **kw):
         return app.get(path, tags=["Chapters and lessons"], responses=ERRORS(401, 404, 422), **kw)
 
-    @activity_route("/users/{userId}/enrollments/{courseId}/chapters",
-                    response_model=list[models.ChapterEnrollment], openapi_extra=models.status_doc())
+    @activity_route(
+        "/users/{userId}/enrollments/{courseId}/chapters",
+        response_model=list[models.ChapterEnrollment],
+        openapi_extra=models.status_doc(),
+    )
     async def list_chapter_enrollments(userId: GuidPath, courseId: GuidPath, request: Request):
         """#5 List chapter enrollments for a specified course."""
         enrollment_id = user_enrollment(userId, courseId)
-        return _json(sandbox.rows(res.CHAPTER_ENROLLMENTS, page_request(request.query_params, paged=False),
-                                  ["ce.enrollment_id = ?"], [enrollment_id]))
+        return _json(
+            sandbox.rows(
+                res.CHAPTER_ENROLLMENTS,
+                page_request(request.query_params, paged=False),
+                ["ce.enrollment_id = ?"],
+                [enrollment_id],
+            )
+        )
 
-    @activity_route("/users/{userId}/enrollments/{courseId}/chapters/{chapterId}",
-                    response_model=models.ChapterEnrollment, openapi_extra=models.status_doc())
-    async def get_chapter_enrollment(userId: GuidPath, courseId: GuidPath, chapterId: GuidPath, request: Request):
+    @activity_route(
+        "/users/{userId}/enrollments/{courseId}/chapters/{chapterId}",
+        response_model=models.ChapterEnrollment,
+        openapi_extra=models.status_doc(),
+    )
+    async def get_chapter_enrollment(
+        userId: GuidPath, courseId: GuidPath, chapterId: GuidPath, request: Request
+    ):
         """#6 Get chapter enrollment for a specified course."""
         chapter_id = check_guid(chapterId, "chapterId")
         enrollment_id = user_enrollment(userId, courseId)
-        return _json(sandbox.one(res.CHAPTER_ENROLLMENTS, ["ce.enrollment_id = ?", "ce.chapter_id = ?"],
-                                 [enrollment_id, chapter_id], "Chapter enrollment",
-                                 page_request(request.query_params, paged=False)))
+        return _json(
+            sandbox.one(
+                res.CHAPTER_ENROLLMENTS,
+                ["ce.enrollment_id = ?", "ce.chapter_id = ?"],
+                [enrollment_id, chapter_id],
+                "Chapter enrollment",
+                page_request(request.query_params, paged=False),
+            )
+        )
 
-    @activity_route("/users/{userId}/enrollments/{courseId}/chapters/{chapterId}/lessons",
-                    response_model=list[models.LessonEnrollment], openapi_extra=models.status_doc())
-    async def list_chapter_lesson_enrollments(userId: GuidPath, courseId: GuidPath, chapterId: GuidPath,
-                                              request: Request):
+    @activity_route(
+        "/users/{userId}/enrollments/{courseId}/chapters/{chapterId}/lessons",
+        response_model=list[models.LessonEnrollment],
+        openapi_extra=models.status_doc(),
+    )
+    async def list_chapter_lesson_enrollments(
+        userId: GuidPath, courseId: GuidPath, chapterId: GuidPath, request: Request
+    ):
         """#19 List user's lesson enrollments from specific chapter."""
         chapter_id = check_guid(chapterId, "chapterId")
         enrollment_id = user_enrollment(userId, courseId)
-        if conn.execute("SELECT 1 FROM chapter_enrollments WHERE enrollment_id = ? AND chapter_id = ?",
-                        (enrollment_id, chapter_id)).fetchone() is None:
+        if (
+            conn.execute(
+                "SELECT 1 FROM chapter_enrollments WHERE enrollment_id = ? AND chapter_id = ?",
+                (enrollment_id, chapter_id),
+            ).fetchone()
+            is None
+        ):
             raise not_found("Chapter enrollment", chapter_id)
-        return _json(sandbox.rows(res.LESSON_ENROLLMENTS, page_request(request.query_params, paged=False),
-                                  ["le.enrollment_id = ?", "le.chapter_id = ?"], [enrollment_id, chapter_id]))
+        return _json(
+            sandbox.rows(
+                res.LESSON_ENROLLMENTS,
+                page_request(request.query_params, paged=False),
+                ["le.enrollment_id = ?", "le.chapter_id = ?"],
+                [enrollment_id, chapter_id],
+            )
+        )
 
-    @activity_route("/users/{userId}/enrollments/{courseId}/chapters/{chapterId}/lessons/{lessonId}",
-                    response_model=models.LessonEnrollment, openapi_extra=models.status_doc())
-    async def get_chapter_lesson_enrollment(userId: GuidPath, courseId: GuidPath, chapterId: GuidPath,
-                                            lessonId: GuidPath, request: Request):
+    @activity_route(
+        "/users/{userId}/enrollments/{courseId}/chapters/{chapterId}/lessons/{lessonId}",
+        response_model=models.LessonEnrollment,
+        openapi_extra=models.status_doc(),
+    )
+    async def get_chapter_lesson_enrollment(
+        userId: GuidPath, courseId: GuidPath, chapterId: GuidPath, lessonId: GuidPath, request: Request
+    ):
         """#16 Get lesson enrollment."""
         chapter_id, lesson_id = check_guid(chapterId, "chapterId"), check_guid(lessonId, "lessonId")
         enrollment_id = user_enrollment(userId, courseId)
-        return _json(sandbox.one(res.LESSON_ENROLLMENTS,
-                                 ["le.enrollment_id = ?", "le.chapter_id = ?", "le.lesson_id = ?"],
-                                 [enrollment_id, chapter_id, lesson_id], "Lesson enrollment",
-                                 page_request(request.query_params, paged=False)))
+        return _json(
+            sandbox.one(
+                res.LESSON_ENROLLMENTS,
+                ["le.enrollment_id = ?", "le.chapter_id = ?", "le.lesson_id = ?"],
+                [enrollment_id, chapter_id, lesson_id],
+                "Lesson enrollment",
+                page_request(request.query_params, paged=False),
+            )
+        )
 
-    @activity_route("/users/{userId}/enrollments/{courseId}/lessons",
-                    response_model=list[models.LessonEnrollment], openapi_extra=models.status_doc())
+    @activity_route(
+        "/users/{userId}/enrollments/{courseId}/lessons",
+        response_model=list[models.LessonEnrollment],
+        openapi_extra=models.status_doc(),
+    )
     async def list_lesson_enrollments(userId: GuidPath, courseId: GuidPath, request: Request):
         """#17 List user's lesson enrollments from specific course."""
         enrollment_id = user_enrollment(userId, courseId)
-        return _json(sandbox.rows(res.LESSON_ENROLLMENTS, page_request(request.query_params, paged=False),
-                                  ["le.enrollment_id = ?"], [enrollment_id]))
+        return _json(
+            sandbox.rows(
+                res.LESSON_ENROLLMENTS,
+                page_request(request.query_params, paged=False),
+                ["le.enrollment_id = ?"],
+                [enrollment_id],
+            )
+        )
 
-    @activity_route("/users/{userId}/enrollments/{courseId}/lessons/{lessonId}",
-                    response_model=models.LessonEnrollment, openapi_extra=models.status_doc())
-    async def get_lesson_enrollment(userId: GuidPath, courseId: GuidPath, lessonId: GuidPath, request: Request):
+    @activity_route(
+        "/users/{userId}/enrollments/{courseId}/lessons/{lessonId}",
+        response_model=models.LessonEnrollment,
+        openapi_extra=models.status_doc(),
+    )
+    async def get_lesson_enrollment(
+        userId: GuidPath, courseId: GuidPath, lessonId: GuidPath, request: Request
+    ):
         """#18 Get user's lesson enrollment."""
         lesson_id = check_guid(lessonId, "lessonId")
         enrollment_id = user_enrollment(userId, courseId)
-        return _json(sandbox.one(res.LESSON_ENROLLMENTS, ["le.enrollment_id = ?", "le.lesson_id = ?"],
-                                 [enrollment_id, lesson_id], "Lesson enrollment",
-                                 page_request(request.query_params, paged=False)))
+        return _json(
+            sandbox.one(
+                res.LESSON_ENROLLMENTS,
+                ["le.enrollment_id = ?", "le.lesson_id = ?"],
+                [enrollment_id, lesson_id],
+                "Lesson enrollment",
+                page_request(request.query_params, paged=False),
+            )
+        )
 
-    @activity_route("/courses/{courseId}/lessons/{lessonId}/enrollments",
-                    response_model=models.page_model("lessonEnrollments", models.LessonEnrollment),
-                    openapi_extra=models.paging_doc(deprecated=True))
+    @activity_route(
+        "/courses/{courseId}/lessons/{lessonId}/enrollments",
+        response_model=models.page_model("lessonEnrollments", models.LessonEnrollment),
+        openapi_extra=models.paging_doc(deprecated=True),
+    )
     async def list_course_lesson_enrollments(courseId: GuidPath, lessonId: GuidPath, request: Request):
         """#15 Lists enrollments for a lesson."""
         course_id = sandbox.require_course(courseId)[0]
         lesson_id = check_guid(lessonId, "lessonId")
-        if conn.execute("SELECT 1 FROM lessons WHERE id = ? AND course_id = ?", (lesson_id, course_id)).fetchone() is None:
+        if (
+            conn.execute(
+                "SELECT 1 FROM lessons WHERE id = ? AND course_id = ?", (lesson_id, course_id)
+            ).fetchone()
+            is None
+        ):
             raise not_found("Lesson", lesson_id)
         ensure_course_activities(conn, course_id)
-        return _json(sandbox.page(res.LESSON_ENROLLMENTS, page_request(request.query_params),
-                                  ["le.lesson_id = ?"], [lesson_id]))
+        return _json(
+            sandbox.page(
+                res.LESSON_ENROLLMENTS, page_request(request.query_params), ["le.lesson_id = ?"], [lesson_id]
+            )
+        )
 
     attempts = app.state.attempts = _attempt_routes(app, sandbox, user_enrollment)
     return attempts
@@ -452,37 +697,61 @@ def _attempt_routes(app: FastAPI, sandbox: Sandbox, user_enrollment):
 
     attempts = AttemptService(sandbox)
 
-    @app.get("/users/{userId}/enrollments/{courseId}/lessons/{lessonId}/attempts", tags=["Attempts"],
-             response_model=list[models.Attempt], responses=ERRORS(401, 404, 422))
+    @app.get(
+        "/users/{userId}/enrollments/{courseId}/lessons/{lessonId}/attempts",
+        tags=["Attempts"],
+        response_model=list[models.Attempt],
+        responses=ERRORS(401, 404, 422),
+    )
     async def list_attempts(userId: GuidPath, courseId: GuidPath, lessonId: GuidPath):
         """#20 List user's attempts for specific lesson."""
         enrollment_id = user_enrollment(userId, courseId)
         return _json(attempts.list(enrollment_id, check_guid(lessonId, "lessonId")))
 
-    @app.post("/users/{userId}/enrollments/{courseId}/lessons/{lessonId}/startattempt", tags=["Attempts"],
-              response_model=models.AttemptStarted, responses=ERRORS(401, 404, 422))
+    @app.post(
+        "/users/{userId}/enrollments/{courseId}/lessons/{lessonId}/startattempt",
+        tags=["Attempts"],
+        response_model=models.AttemptStarted,
+        responses=ERRORS(401, 404, 422),
+    )
     async def start_attempt(userId: GuidPath, courseId: GuidPath, lessonId: GuidPath):
         """#21 Start attempt for active lesson enrollment."""
         enrollment_id = user_enrollment(userId, courseId)
         return _json(attempts.start(enrollment_id, check_guid(lessonId, "lessonId")))
 
-    @app.post("/attempts/{attemptId}/finish", tags=["Attempts"], response_model=models.AttemptFinished,
-              responses=ERRORS(400, 401, 404, 422), openapi_extra=models.body_doc(models.FinishAttempt, required=True))
+    @app.post(
+        "/attempts/{attemptId}/finish",
+        tags=["Attempts"],
+        response_model=models.AttemptFinished,
+        responses=ERRORS(400, 401, 404, 422),
+        openapi_extra=models.body_doc(models.FinishAttempt, required=True),
+    )
     async def finish_attempt(attemptId: GuidPath, request: Request):
         """#22 Finish attempt."""
         body = _object_body(await _json_body(request))
         return _json(attempts.finish(check_guid(attemptId, "attemptId"), body))
 
-    @app.post("/users/{userId}/enrollments/{courseId}/lessons/{lessonId}/attempts/{attemptId}/finish",
-              tags=["Attempts"], response_model=models.AttemptFinished, responses=ERRORS(400, 401, 404, 422),
-              openapi_extra=models.body_doc(models.FinishAttempt, required=True))
-    async def finish_user_attempt(userId: GuidPath, courseId: GuidPath, lessonId: GuidPath, attemptId: GuidPath,
-                                  request: Request):
+    @app.post(
+        "/users/{userId}/enrollments/{courseId}/lessons/{lessonId}/attempts/{attemptId}/finish",
+        tags=["Attempts"],
+        response_model=models.AttemptFinished,
+        responses=ERRORS(400, 401, 404, 422),
+        openapi_extra=models.body_doc(models.FinishAttempt, required=True),
+    )
+    async def finish_user_attempt(
+        userId: GuidPath, courseId: GuidPath, lessonId: GuidPath, attemptId: GuidPath, request: Request
+    ):
         """#23 Finish a specific user's lesson attempt."""
         enrollment_id = user_enrollment(userId, courseId)
         body = _object_body(await _json_body(request))
-        return _json(attempts.finish(check_guid(attemptId, "attemptId"), body,
-                                     enrollment_id=enrollment_id, lesson_id=check_guid(lessonId, "lessonId")))
+        return _json(
+            attempts.finish(
+                check_guid(attemptId, "attemptId"),
+                body,
+                enrollment_id=enrollment_id,
+                lesson_id=check_guid(lessonId, "lessonId"),
+            )
+        )
 
     return attempts
 
@@ -490,8 +759,14 @@ def _attempt_routes(app: FastAPI, sandbox: Sandbox, user_enrollment):
 # --- admin ------------------------------------------------------------------------------------------------
 
 
-def _add_admin_routes(app: FastAPI, config: SandboxConfig, sandbox: Sandbox, tokens: TokenStore, stats: Stats,
-                      faults: FaultInjector) -> None:
+def _add_admin_routes(
+    app: FastAPI,
+    config: SandboxConfig,
+    sandbox: Sandbox,
+    tokens: TokenStore,
+    stats: Stats,
+    faults: FaultInjector,
+) -> None:
     admin = {"include_in_schema": False}
 
     @app.get("/_sandbox/health", **admin)
@@ -536,6 +811,10 @@ def _add_admin_routes(app: FastAPI, config: SandboxConfig, sandbox: Sandbox, tok
     async def progress(body: Annotated[dict | None, Body()] = None):
         body = body or {}
         fraction, seed_value = body.get("fraction", 0.2), body.get("seed", 0)
-        if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not isinstance(seed_value, int):
+        if (
+            isinstance(fraction, bool)
+            or not isinstance(fraction, int | float)
+            or not isinstance(seed_value, int)
+        ):
             raise ApiError(422, "fraction must be a number and seed an integer.")
         return _json(sandbox.progress(float(fraction), seed_value))

@@ -33,7 +33,9 @@ class TokenStore:
         self._by_token.clear()
         self._by_user.clear()
         now = time.time()
-        for username, token, expires_at in self.conn.execute("SELECT username, token, expires_at FROM tokens"):
+        for username, token, expires_at in self.conn.execute(
+            "SELECT username, token, expires_at FROM tokens"
+        ):
             if expires_at > now:
                 self._by_token[token] = Session(username, expires_at)
                 self._by_user[username] = token
@@ -47,8 +49,10 @@ class TokenStore:
             self._by_token.pop(previous, None)
         self._by_token[token] = Session(username, expires_at)
         self._by_user[username] = token
-        self.conn.execute("INSERT OR REPLACE INTO tokens (username, token, expires_at) VALUES (?, ?, ?)",
-                          (username, token, expires_at))
+        self.conn.execute(
+            "INSERT OR REPLACE INTO tokens (username, token, expires_at) VALUES (?, ?, ?)",
+            (username, token, expires_at),
+        )
         return token
 
     def check(self, token: str) -> Session | None:

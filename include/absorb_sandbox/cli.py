@@ -18,28 +18,41 @@ import time
 
 from absorb_sandbox.testing import DEFAULT_API_KEY, DEFAULT_PASSWORD, DEFAULT_USERNAME
 
-FAULT_HELP = ("fault injection spec, e.g. 'seed=7,error=0.1,429=0.05,drop=0.02,latency=0.05:200ms': "
-              "error = probability of 500/502/503, 429 = probability of 429, drop = close the connection "
-              "without answering, latency = PROB:DURATION; same seed, same sequence")
+FAULT_HELP = (
+    "fault injection spec, e.g. 'seed=7,error=0.1,429=0.05,drop=0.02,latency=0.05:200ms': "
+    "error = probability of 500/502/503, 429 = probability of 429, drop = close the connection "
+    "without answering, latency = PROB:DURATION; same seed, same sequence"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="absorb-sandbox", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="absorb-sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve the Absorb Integration API v2 simulator")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8765, help="0 picks a free port (printed at start-up)")
-    serve.add_argument("--db", default=":memory:", help="SQLite file (WAL); ':memory:' for a throw-away store")
-    serve.add_argument("--seed", default="small", choices=["none", "small", "medium", "large"],
-                       help="organisation to seed when the db is empty (an existing db is never re-seeded)")
+    serve.add_argument(
+        "--db", default=":memory:", help="SQLite file (WAL); ':memory:' for a throw-away store"
+    )
+    serve.add_argument(
+        "--seed",
+        default="small",
+        choices=["none", "small", "medium", "large"],
+        help="organisation to seed when the db is empty (an existing db is never re-seeded)",
+    )
     serve.add_argument("--api-key", default=DEFAULT_API_KEY, help="x-api-key / privateKey GUID")
     serve.add_argument("--username", default=DEFAULT_USERNAME)
     serve.add_argument("--password", default=DEFAULT_PASSWORD)
-    serve.add_argument("--rate-limit", type=float, default=None, help="requests/s per API key (token bucket); 429 above")
+    serve.add_argument(
+        "--rate-limit", type=float, default=None, help="requests/s per API key (token bucket); 429 above"
+    )
     serve.add_argument("--faults", default=None, help=FAULT_HELP)
-    serve.add_argument("--token-ttl", type=float, default=4 * 3600, help="token lifetime in seconds (default 4 h)")
+    serve.add_argument(
+        "--token-ttl", type=float, default=4 * 3600, help="token lifetime in seconds (default 4 h)"
+    )
     serve.add_argument("--log-level", default="warning")
 
     seed = commands.add_parser("seed", help="create and seed a database without serving it")
@@ -67,9 +80,16 @@ def serve(args: argparse.Namespace) -> int:
     except FaultSpecError as exc:
         print(f"absorb-sandbox: invalid --faults: {exc}", file=sys.stderr)
         return 2
-    config = SandboxConfig(db_path=args.db, seed=args.seed, api_key=args.api_key, username=args.username,
-                           password=args.password, rate_limit=args.rate_limit, faults=args.faults,
-                           token_ttl=args.token_ttl)
+    config = SandboxConfig(
+        db_path=args.db,
+        seed=args.seed,
+        api_key=args.api_key,
+        username=args.username,
+        password=args.password,
+        rate_limit=args.rate_limit,
+        faults=args.faults,
+        token_ttl=args.token_ttl,
+    )
     started = time.perf_counter()
     conn = open_store(config)
     load_seconds = time.perf_counter() - started
@@ -83,11 +103,30 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     port = sock.getsockname()[1]
     base_url = f"http://{args.host}:{port}"
-    print(json.dumps({"base_url": base_url, "api_key": args.api_key, "username": args.username,
-                      "password": args.password, "db": args.db, "seed": args.seed,
-                      "store_ready_seconds": round(load_seconds, 2)}), flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, http=DroppableHttpToolsProtocol, loop="uvloop",
-                                           log_level=args.log_level, access_log=False, lifespan="off"))
+    print(
+        json.dumps(
+            {
+                "base_url": base_url,
+                "api_key": args.api_key,
+                "username": args.username,
+                "password": args.password,
+                "db": args.db,
+                "seed": args.seed,
+                "store_ready_seconds": round(load_seconds, 2),
+            }
+        ),
+        flush=True,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            http=DroppableHttpToolsProtocol,
+            loop="uvloop",
+            log_level=args.log_level,
+            access_log=False,
+            lifespan="off",
+        )
+    )
     server.run(sockets=[sock])
     return 0
 
@@ -103,7 +142,9 @@ def seed_only(args: argparse.Namespace) -> int:
         return 1
     started = time.perf_counter()
     counts = seeding.seed_database(conn, args.seed, api_username=args.username)
-    print(json.dumps({"seed": args.seed, "seconds": round(time.perf_counter() - started, 2), "counts": counts}))
+    print(
+        json.dumps({"seed": args.seed, "seconds": round(time.perf_counter() - started, 2), "counts": counts})
+    )
     return 0
 
 

@@ -5,18 +5,34 @@ from __future__ import annotations
 import json
 
 TERMS = {
-    400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
-    413: "PayloadTooLarge", 415: "UnsupportedMediaType", 422: "ValidationFailed", 429: "TooManyRequests",
-    500: "InternalServerError", 502: "BadGateway", 503: "ServiceUnavailable",
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "PayloadTooLarge",
+    415: "UnsupportedMediaType",
+    422: "ValidationFailed",
+    429: "TooManyRequests",
+    500: "InternalServerError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
 }
 
 
 class ApiError(Exception):
     """An error answered with Absorb's body ``{validations, code, message, term, _meta}``."""
 
-    def __init__(self, status: int, message: str, *, validations: list[str] | None = None,
-                 term: str | None = None, meta: dict[str, str] | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        validations: list[str] | None = None,
+        term: str | None = None,
+        meta: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -29,8 +45,13 @@ class ApiError(Exception):
         return error_body(self.status, self.message, self.validations, self.term, self.meta)
 
 
-def error_body(status: int, message: str, validations: list[str] | None = None, term: str | None = None,
-               meta: dict[str, str] | None = None) -> dict:
+def error_body(
+    status: int,
+    message: str,
+    validations: list[str] | None = None,
+    term: str | None = None,
+    meta: dict[str, str] | None = None,
+) -> dict:
     return {
         "validations": validations if validations is not None else [message],
         "code": status,

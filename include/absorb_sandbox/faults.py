@@ -122,8 +122,7 @@ def parse_spec(spec: str | dict | None) -> FaultSpec:
             latency = _probability(key, probability)
             latency_ms = _duration_ms(duration or "100ms")
         else:
-            raise FaultSpecError(
-                f"unknown fault {key!r}; use seed, error, 429, 500, 502, 503, drop, latency")
+            raise FaultSpecError(f"unknown fault {key!r}; use seed, error, 429, 500, 502, 503, drop, latency")
     if error + drop + sum(statuses.values()) > 1.0:
         raise FaultSpecError("fault probabilities (error, status codes, drop) add up to more than 1")
     return FaultSpec(seed, statuses, error, drop, latency, latency_ms)

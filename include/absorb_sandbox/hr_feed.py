@@ -18,8 +18,19 @@ from pathlib import Path
 from absorb_sandbox import store
 from absorb_sandbox.seed import DEPARTMENTS, FIRST_NAMES, JOB_TITLES, LAST_NAMES, LOCATIONS
 
-COLUMNS = ("employee_id", "first_name", "last_name", "email", "department", "job_title", "location",
-           "manager_id", "hire_date", "termination_date", "status")
+COLUMNS = (
+    "employee_id",
+    "first_name",
+    "last_name",
+    "email",
+    "department",
+    "job_title",
+    "location",
+    "manager_id",
+    "hire_date",
+    "termination_date",
+    "status",
+)
 
 _PEOPLE_SQL = """
 SELECT u.external_id, u.first_name, u.last_name, u.email, d.name, u.job_title, u.location,
@@ -37,11 +48,20 @@ def _day(value: str | None) -> str:
 
 
 def _row(record: tuple) -> dict:
-    external_id, first, last, email, department, title, location, manager, hired, terminated, status = record[:11]
+    external_id, first, last, email, department, title, location, manager, hired, terminated, status = record[
+        :11
+    ]
     return {
-        "employee_id": external_id, "first_name": first or "", "last_name": last or "", "email": email or "",
-        "department": department or "", "job_title": title or "", "location": location or "",
-        "manager_id": manager or "", "hire_date": _day(hired), "termination_date": _day(terminated),
+        "employee_id": external_id,
+        "first_name": first or "",
+        "last_name": last or "",
+        "email": email or "",
+        "department": department or "",
+        "job_title": title or "",
+        "location": location or "",
+        "manager_id": manager or "",
+        "hire_date": _day(hired),
+        "termination_date": _day(terminated),
         "status": status if status in ("active", "leave", "terminated") else "active",
     }
 
@@ -60,8 +80,14 @@ def export_hr_feed(db_path: str | Path, out_path: str | Path, changes: int = 0, 
     rng = random.Random(seed)
     today = datetime.now(UTC).date()
     rows = {row["employee_id"]: row for row in baseline}
-    summary = {"path": str(out_path), "baseline_rows": len(baseline), "hires": [], "new_people": [],
-               "movers": [], "leavers": []}
+    summary = {
+        "path": str(out_path),
+        "baseline_rows": len(baseline),
+        "hires": [],
+        "new_people": [],
+        "movers": [],
+        "leavers": [],
+    }
     if changes:
         _mix_changes(rows, preprovisioned, records, changes, rng, today, summary)
     ordered = sorted(rows.values(), key=lambda r: r["employee_id"])
@@ -77,8 +103,15 @@ def export_hr_feed(db_path: str | Path, out_path: str | Path, changes: int = 0, 
     return summary
 
 
-def _mix_changes(rows: dict[str, dict], preprovisioned: list[dict], records: list[tuple], changes: int,
-                 rng: random.Random, today: date, summary: dict) -> None:
+def _mix_changes(
+    rows: dict[str, dict],
+    preprovisioned: list[dict],
+    records: list[tuple],
+    changes: int,
+    rng: random.Random,
+    today: date,
+    summary: dict,
+) -> None:
     hires_wanted = changes - 2 * (changes // 3)
     movers_wanted = changes // 3
     leavers_wanted = changes // 3
@@ -87,33 +120,47 @@ def _mix_changes(rows: dict[str, dict], preprovisioned: list[dict], records: lis
     for person in from_preprovisioned:
         rows[person["employee_id"]] = dict(person, status="active", termination_date="")
         summary["hires"].append(person["employee_id"])
-    managers = [r["employee_id"] for r in rows.values() if r["job_title"] == "Manager" and r["status"] == "active"]
+    managers = [
+        r["employee_id"] for r in rows.values() if r["job_title"] == "Manager" and r["status"] == "active"
+    ]
     next_number = 1 + max((int(r[0][1:]) for r in records if r[0][1:].isdigit()), default=0)
     for offset in range(hires_wanted - len(from_preprovisioned)):
         employee_id = f"E{next_number + offset:06d}"
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         department = rng.choice(DEPARTMENTS)
         rows[employee_id] = {
-            "employee_id": employee_id, "first_name": first, "last_name": last,
-            "email": f"{first.lower()}.{last.lower()}.{employee_id[1:]}@example.com", "department": department,
-            "job_title": rng.choice(JOB_TITLES[department]), "location": rng.choice(LOCATIONS),
+            "employee_id": employee_id,
+            "first_name": first,
+            "last_name": last,
+            "email": f"{first.lower()}.{last.lower()}.{employee_id[1:]}@example.com",
+            "department": department,
+            "job_title": rng.choice(JOB_TITLES[department]),
+            "location": rng.choice(LOCATIONS),
             "manager_id": rng.choice(managers) if managers else "",
-            "hire_date": (today + timedelta(days=rng.randint(-3, 21))).isoformat(), "termination_date": "",
+            "hire_date": (today + timedelta(days=rng.randint(-3, 21))).isoformat(),
+            "termination_date": "",
             "status": "active",
         }
         summary["hires"].append(employee_id)
         summary["new_people"].append(employee_id)
     changed = set(summary["hires"])
-    candidates = sorted(eid for eid, r in rows.items() if r["status"] == "active" and r["job_title"] != "Manager"
-                        and eid not in changed)
+    candidates = sorted(
+        eid
+        for eid, r in rows.items()
+        if r["status"] == "active" and r["job_title"] != "Manager" and eid not in changed
+    )
     picked = rng.sample(candidates, min(len(candidates), movers_wanted + leavers_wanted))
     for employee_id in picked[:movers_wanted]:
         row = rows[employee_id]
         department = rng.choice([d for d in DEPARTMENTS if d != row["department"]])
-        row.update(department=department, job_title=rng.choice(JOB_TITLES[department]),
-                   location=rng.choice([loc for loc in LOCATIONS if loc != row["location"]]))
+        row.update(
+            department=department,
+            job_title=rng.choice(JOB_TITLES[department]),
+            location=rng.choice([loc for loc in LOCATIONS if loc != row["location"]]),
+        )
         summary["movers"].append(employee_id)
     for employee_id in picked[movers_wanted:]:
-        rows[employee_id].update(status="terminated",
-                                 termination_date=(today - timedelta(days=rng.randint(1, 14))).isoformat())
+        rows[employee_id].update(
+            status="terminated", termination_date=(today - timedelta(days=rng.randint(1, 14))).isoformat()
+        )
         summary["leavers"].append(employee_id)

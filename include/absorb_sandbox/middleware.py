@@ -54,8 +54,10 @@ class Stats:
     def snapshot(self) -> dict:
         with self._lock:
             return {
-                "total_requests": self.total_requests, "authenticate_calls": self.authenticate_calls,
-                "write_calls": self.write_calls, "by_route": dict(self.by_route),
+                "total_requests": self.total_requests,
+                "authenticate_calls": self.authenticate_calls,
+                "write_calls": self.write_calls,
+                "by_route": dict(self.by_route),
                 "by_status": dict(self.by_status),
             }
 
@@ -78,8 +80,17 @@ def bearer_token(authorization: str | None) -> str | None:
 
 
 class SandboxMiddleware:
-    def __init__(self, app, *, api_key: str, tokens: TokenStore, stats: Stats, faults: FaultInjector,
-                 limiter: RateLimiter, route_template):
+    def __init__(
+        self,
+        app,
+        *,
+        api_key: str,
+        tokens: TokenStore,
+        stats: Stats,
+        faults: FaultInjector,
+        limiter: RateLimiter,
+        route_template,
+    ):
         self.app = app
         self.api_key = api_key
         self.tokens = tokens
@@ -131,15 +142,18 @@ class SandboxMiddleware:
         api_key = _header(scope, b"x-api-key")
         wait = self.limiter.acquire(api_key or "")
         if wait:
-            await _send_error(send, 429, "Rate limit exceeded; retry later.",
-                              {"retry-after": retry_after_header(wait)})
+            await _send_error(
+                send, 429, "Rate limit exceeded; retry later.", {"retry-after": retry_after_header(wait)}
+            )
             return
         if api_key != self.api_key:
             await _send_error(send, 401, "Missing or invalid x-api-key header.")
             return
         version = _header(scope, b"x-api-version")
         if version is not None and version.strip() not in ("2", ""):
-            await _send_error(send, 400, f"Unsupported x-api-version {version.strip()!r}; this sandbox speaks 2.")
+            await _send_error(
+                send, 400, f"Unsupported x-api-version {version.strip()!r}; this sandbox speaks 2."
+            )
             return
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
@@ -149,7 +163,9 @@ class SandboxMiddleware:
             token = bearer_token(_header(scope, b"authorization"))
             session = self.tokens.check(token) if token else None
             if session is None:
-                await _send_error(send, 401, "Missing, invalid, replaced or expired token; authenticate again.")
+                await _send_error(
+                    send, 401, "Missing, invalid, replaced or expired token; authenticate again."
+                )
                 return
             scope.setdefault("state", {})["username"] = session.username
         await self.app(scope, _limited_receive(receive), send)

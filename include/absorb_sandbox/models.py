@@ -14,14 +14,29 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 GuidStr = Annotated[str, Field(json_schema_extra={"format": "uuid"})]
 DateTimeStr = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
-Status = Annotated[int, Field(ge=0, le=12, description="0 NotStarted, 1 InProgress, 2 PendingApproval, "
-                                                       "3 Complete, 4 NotComplete, 5 Failed, 6 Declined, "
-                                                       "7 PendingEvaluationRequired, 8 OnWaitlist, 9 Absent, "
-                                                       "10 NotApplicable, 11 PendingProctor, 12 ReadyForReview")]
-AttemptStatus = Annotated[int, Field(ge=1, le=5, json_schema_extra={"enum": [1, 3, 5]},
-                                     description="1 InProgress, 3 Complete, 5 Failed")]
-TimeSpan = Annotated[str, Field(pattern=r"^(\d+\.)?\d{2}:\d{2}:\d{2}(\.\d{7})?$",
-                                description=".NET TimeSpan [d.]hh:mm:ss[.fffffff]")]
+Status = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=12,
+        description="0 NotStarted, 1 InProgress, 2 PendingApproval, "
+        "3 Complete, 4 NotComplete, 5 Failed, 6 Declined, "
+        "7 PendingEvaluationRequired, 8 OnWaitlist, 9 Absent, "
+        "10 NotApplicable, 11 PendingProctor, 12 ReadyForReview",
+    ),
+]
+AttemptStatus = Annotated[
+    int,
+    Field(
+        ge=1, le=5, json_schema_extra={"enum": [1, 3, 5]}, description="1 InProgress, 3 Complete, 5 Failed"
+    ),
+]
+TimeSpan = Annotated[
+    str,
+    Field(
+        pattern=r"^(\d+\.)?\d{2}:\d{2}:\d{2}(\.\d{7})?$", description=".NET TimeSpan [d.]hh:mm:ss[.fffffff]"
+    ),
+]
 
 
 class ErrorBody(BaseModel):
@@ -251,14 +266,23 @@ class AuthenticateRequest(BaseModel):
 def page_model(key: str, item: type[BaseModel]) -> type[BaseModel]:
     """The paged envelope ``{totalItems, returnedItems, limit, offset, <key>: [item]}``."""
     return create_model(
-        f"{item.__name__}Page", totalItems=(int, ...), returnedItems=(int, ...),
-        limit=(int, ...), offset=(int, ...), **{key: (list[item], ...)},
+        f"{item.__name__}Page",
+        totalItems=(int, ...),
+        returnedItems=(int, ...),
+        limit=(int, ...),
+        offset=(int, ...),
+        **{key: (list[item], ...)},
     )
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    descriptions = {400: "Malformed or missing body", 401: "Missing/invalid x-api-key or token",
-                    404: "Unknown id", 422: "Validation failed", 413: "Body too large"}
+    descriptions = {
+        400: "Malformed or missing body",
+        401: "Missing/invalid x-api-key or token",
+        404: "Unknown id",
+        422: "Validation failed",
+        413: "Body too large",
+    }
     return {code: {"model": ErrorBody, "description": descriptions.get(code, "Error")} for code in codes}
 
 
@@ -271,7 +295,12 @@ def _schema(annotation: Any) -> dict:
 
 
 def body_doc(annotation: Any, required: bool = True) -> dict:
-    return {"requestBody": {"required": required, "content": {"application/json": {"schema": _schema(annotation)}}}}
+    return {
+        "requestBody": {
+            "required": required,
+            "content": {"application/json": {"schema": _schema(annotation)}},
+        }
+    }
 
 
 def _param(name: str, schema: dict, description: str, deprecated: bool = False) -> dict:
@@ -282,17 +311,31 @@ def _param(name: str, schema: dict, description: str, deprecated: bool = False) 
 
 
 def status_doc() -> dict:
-    return {"parameters": [
-        _param("status", {"type": "integer", "minimum": 0, "maximum": 12}, "The enrollment status to filter by."),
-        _param("modifiedSince", {"type": "string", "format": "date-time"}, "Only rows edited at or after this date."),
-    ]}
+    return {
+        "parameters": [
+            _param(
+                "status",
+                {"type": "integer", "minimum": 0, "maximum": 12},
+                "The enrollment status to filter by.",
+            ),
+            _param(
+                "modifiedSince",
+                {"type": "string", "format": "date-time"},
+                "Only rows edited at or after this date.",
+            ),
+        ]
+    }
 
 
 def paging_doc(deprecated: bool = False, status: bool = True) -> dict:
     params = [
-        _param("_filter", {"type": "string"}, "OData subset: eq ne gt ge lt le and or not (); substringof, "
-               "startswith, endswith, tolower, toupper; literals 'text', guid'…', datetime'…', numbers, "
-               "true/false, null."),
+        _param(
+            "_filter",
+            {"type": "string"},
+            "OData subset: eq ne gt ge lt le and or not (); substringof, "
+            "startswith, endswith, tolower, toupper; literals 'text', guid'…', datetime'…', numbers, "
+            "true/false, null.",
+        ),
         _param("_sort", {"type": "string"}, "Comma-separated fields; prefix '-' for descending."),
         _param("_limit", {"type": "string", "pattern": r"^\d+$"}, "Page size, 1-1000 (default 20)."),
         _param("_offset", {"type": "string", "pattern": r"^\d+$"}, "Page index (0 = first page), max 65535."),

@@ -61,7 +61,7 @@ def preprocess(text: str) -> str:
         prefixed = _PREFIXED_LITERAL.match(text, position)
         if prefixed and (position == 0 or not (text[position - 1].isalnum() or text[position - 1] == "_")):
             end = _end_of_string(text, prefixed.end() - 1)
-            value = text[prefixed.end():end - 1].replace("''", "'")
+            value = text[prefixed.end() : end - 1].replace("''", "'")
             out.append(_bare_literal(prefixed.group(1).lower(), value))
             position = end
             continue
@@ -233,7 +233,9 @@ class _Compiler:
         """The bound value of a literal compared with a field of ``kind``; mismatches raise."""
         value = getattr(node, "val", None)
         if kind in ("number", "int"):
-            if isinstance(node, ast.Integer | ast.Float) or (isinstance(node, ast.String) and _numeric(value)):
+            if isinstance(node, ast.Integer | ast.Float) or (
+                isinstance(node, ast.String) and _numeric(value)
+            ):
                 number = float(value) if ("." in value or "e" in value.lower()) else int(value)
                 return float(number) if isinstance(number, int) and abs(number) > SQLITE_MAX_INT else number
         elif kind == "bool":
@@ -258,8 +260,10 @@ class _Compiler:
 
 
 def _is_literal(node: ast._Node) -> bool:
-    return isinstance(node, ast.String | ast.Integer | ast.Float | ast.Boolean | ast.Null | ast.GUID
-                      | ast.DateTime | ast.Date)
+    return isinstance(
+        node,
+        ast.String | ast.Integer | ast.Float | ast.Boolean | ast.Null | ast.GUID | ast.DateTime | ast.Date,
+    )
 
 
 def _numeric(value: str | None) -> bool:

@@ -22,25 +22,49 @@ def customise_openapi(app: FastAPI) -> None:
     def build() -> dict:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         components = schema.setdefault("components", {})
-        components.setdefault("securitySchemes", {}).update({
-            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key",
-                       "description": "The portal's private key (GUID)."},
-            "bearerToken": {"type": "http", "scheme": "bearer",
-                            "description": "Token from POST /authenticate (the raw token also works)."},
-        })
-        retry_after = {"Retry-After": {"description": "Seconds to wait before retrying.",
-                                       "schema": {"type": "string", "pattern": r"^\d+$"}}}
+        components.setdefault("securitySchemes", {}).update(
+            {
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "x-api-key",
+                    "description": "The portal's private key (GUID).",
+                },
+                "bearerToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Token from POST /authenticate (the raw token also works).",
+                },
+            }
+        )
+        retry_after = {
+            "Retry-After": {
+                "description": "Seconds to wait before retrying.",
+                "schema": {"type": "string", "pattern": r"^\d+$"},
+            }
+        }
         for path, operations in schema.get("paths", {}).items():
             for method, operation in operations.items():
-                operation["security"] = [{"apiKey": []}] if path == "/authenticate" else [
-                    {"apiKey": [], "bearerToken": []}]
-                operation.setdefault("parameters", []).append({
-                    "name": "x-api-version", "in": "header", "required": False,
-                    "schema": {"type": "string", "enum": ["2"]}, "description": "API version (2)."})
+                operation["security"] = (
+                    [{"apiKey": []}] if path == "/authenticate" else [{"apiKey": [], "bearerToken": []}]
+                )
+                operation.setdefault("parameters", []).append(
+                    {
+                        "name": "x-api-version",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["2"]},
+                        "description": "API version (2).",
+                    }
+                )
                 responses = operation.setdefault("responses", {})
-                responses.pop("422", None) if "422" in responses and _is_fastapi_422(responses["422"]) else None
+                responses.pop("422", None) if "422" in responses and _is_fastapi_422(
+                    responses["422"]
+                ) else None
                 responses.setdefault("401", _error("Missing or invalid x-api-key or token"))
                 responses.setdefault("422", _error("Validation failed"))
                 responses.setdefault("429", _error("Rate limit exceeded", retry_after))

@@ -30,8 +30,14 @@ SEED_SIZES = {"none": 0, "small": 200, "medium": 10_000, "large": 100_000}
 GENERATED_COURSES = {"none": 0, "small": 12, "medium": 40, "large": 90}
 
 DEPARTMENTS = (
-    "Engineering", "Sales", "Marketing", "Finance", "Human Resources", "Operations",
-    "Customer Support", "Legal",
+    "Engineering",
+    "Sales",
+    "Marketing",
+    "Finance",
+    "Human Resources",
+    "Operations",
+    "Customer Support",
+    "Legal",
 )
 LOCATIONS = ("New York", "San Francisco", "Toronto", "London", "Berlin", "Sydney")
 JOB_TITLES = {
@@ -46,30 +52,118 @@ JOB_TITLES = {
 }
 MANAGER_TITLE = "Manager"
 FIRST_NAMES = (
-    "Olivia", "Liam", "Emma", "Noah", "Ava", "Elijah", "Sophia", "James", "Isabella", "Lucas",
-    "Mia", "Mateo", "Amelia", "Benjamin", "Harper", "Henry", "Evelyn", "Leo", "Aria", "Jack",
-    "Chloe", "Daniel", "Layla", "Samuel", "Nora", "David", "Zoe", "Joseph", "Priya", "Wei",
-    "Fatima", "Omar", "Yuki", "Hiro", "Ingrid", "Lars", "Chiara", "Marco", "Aisha", "Kwame",
+    "Olivia",
+    "Liam",
+    "Emma",
+    "Noah",
+    "Ava",
+    "Elijah",
+    "Sophia",
+    "James",
+    "Isabella",
+    "Lucas",
+    "Mia",
+    "Mateo",
+    "Amelia",
+    "Benjamin",
+    "Harper",
+    "Henry",
+    "Evelyn",
+    "Leo",
+    "Aria",
+    "Jack",
+    "Chloe",
+    "Daniel",
+    "Layla",
+    "Samuel",
+    "Nora",
+    "David",
+    "Zoe",
+    "Joseph",
+    "Priya",
+    "Wei",
+    "Fatima",
+    "Omar",
+    "Yuki",
+    "Hiro",
+    "Ingrid",
+    "Lars",
+    "Chiara",
+    "Marco",
+    "Aisha",
+    "Kwame",
 )
 LAST_NAMES = (
-    "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
-    "Martinez", "Hernandez", "Lopez", "Wilson", "Anderson", "Thomas", "Taylor", "Moore", "Jackson",
-    "Martin", "Lee", "Perez", "Thompson", "White", "Harris", "Clark", "Lewis", "Walker", "Young",
-    "Nguyen", "Kim", "Patel", "Singh", "Chen", "Müller", "Schmidt", "Rossi", "Dubois", "Okafor",
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Clark",
+    "Lewis",
+    "Walker",
+    "Young",
+    "Nguyen",
+    "Kim",
+    "Patel",
+    "Singh",
+    "Chen",
+    "Müller",
+    "Schmidt",
+    "Rossi",
+    "Dubois",
+    "Okafor",
 )
 
 ONLINE_NAMED_COURSES = (
-    "Code of Conduct", "Information Security Awareness", "Anti-Harassment Training",
-    "Workplace Safety", "Manager Essentials", "Data Privacy (GDPR)", "Sales Compliance",
+    "Code of Conduct",
+    "Information Security Awareness",
+    "Anti-Harassment Training",
+    "Workplace Safety",
+    "Manager Essentials",
+    "Data Privacy (GDPR)",
+    "Sales Compliance",
 )
 NEW_HIRE_ILC = "New Hire Orientation"
 MULTI_SESSION_ILC = "Leadership Workshop Series"
 EXTRA_ILCS = ("Negotiation Workshop", "First Aid Certification")
 NAMED_COURSE_COUNT = len(ONLINE_NAMED_COURSES) + 2 + len(EXTRA_ILCS)
 COURSE_TOPICS = (
-    "Excel", "Project Management", "Public Speaking", "Time Management", "Python", "SQL",
-    "Customer Empathy", "Design Thinking", "Agile", "Cloud Basics", "Budgeting", "Writing",
-    "Negotiation", "Leadership", "Coaching", "Accessibility",
+    "Excel",
+    "Project Management",
+    "Public Speaking",
+    "Time Management",
+    "Python",
+    "SQL",
+    "Customer Empathy",
+    "Design Thinking",
+    "Agile",
+    "Cloud Basics",
+    "Budgeting",
+    "Writing",
+    "Negotiation",
+    "Leadership",
+    "Coaching",
+    "Accessibility",
 )
 COURSE_LEVELS = ("Fundamentals", "Intermediate", "Advanced", "Masterclass", "Refresher", "Lab")
 LESSON_TYPES = ("ObjectLesson", "VideoLesson", "AssessmentLesson")
@@ -147,19 +241,35 @@ class Person:
 
 def build_courses(size: str) -> list[Course]:
     """The course catalogue: named compliance courses, ILCs and generated online courses."""
-    courses = [Course(course_id(n), n, "OnlineCourse", chapters=2, lessons_per_chapter=2)
-               for n in ONLINE_NAMED_COURSES]
+    courses = [
+        Course(course_id(n), n, "OnlineCourse", chapters=2, lessons_per_chapter=2)
+        for n in ONLINE_NAMED_COURSES
+    ]
     courses.append(Course(course_id(NEW_HIRE_ILC), NEW_HIRE_ILC, "InstructorLedCourse", sessions=1))
-    courses.append(Course(course_id(MULTI_SESSION_ILC), MULTI_SESSION_ILC, "InstructorLedCourse",
-                          multi_session=True, sessions=3))
+    courses.append(
+        Course(
+            course_id(MULTI_SESSION_ILC),
+            MULTI_SESSION_ILC,
+            "InstructorLedCourse",
+            multi_session=True,
+            sessions=3,
+        )
+    )
     courses += [Course(course_id(n), n, "InstructorLedCourse", sessions=1) for n in EXTRA_ILCS]
     for number in range(GENERATED_COURSES[size]):
         topic = COURSE_TOPICS[number % len(COURSE_TOPICS)]
         level = COURSE_LEVELS[(number // len(COURSE_TOPICS)) % len(COURSE_LEVELS)]
         suffix = number // (len(COURSE_TOPICS) * len(COURSE_LEVELS))
         name = f"{topic} {level}" + (f" {suffix + 1}" if suffix else "")
-        courses.append(Course(course_id(name), name, "OnlineCourse",
-                              chapters=1 + number % 3, lessons_per_chapter=1 + (number // 3) % 3))
+        courses.append(
+            Course(
+                course_id(name),
+                name,
+                "OnlineCourse",
+                chapters=1 + number % 3,
+                lessons_per_chapter=1 + (number // 3) % 3,
+            )
+        )
     return courses
 
 
@@ -170,7 +280,9 @@ def build_people(count: int, rng: random.Random, today: date) -> list[Person]:
     manager_count = max(len(DEPARTMENTS), count // 8)
     for index in range(count):
         external_id = f"E{index + 1:06d}"
-        department = DEPARTMENTS[index % len(DEPARTMENTS)] if index < manager_count else rng.choice(DEPARTMENTS)
+        department = (
+            DEPARTMENTS[index % len(DEPARTMENTS)] if index < manager_count else rng.choice(DEPARTMENTS)
+        )
         is_manager = index < manager_count
         if index == 0:
             supervisor = None
@@ -193,12 +305,20 @@ def build_people(count: int, rng: random.Random, today: date) -> list[Person]:
             elif roll > 0.93:
                 hr_status = "leave"
         person = Person(
-            index=index, id=user_id(external_id), external_id=external_id,
-            first_name=rng.choice(FIRST_NAMES), last_name=rng.choice(LAST_NAMES),
-            department=department, location=rng.choice(LOCATIONS),
+            index=index,
+            id=user_id(external_id),
+            external_id=external_id,
+            first_name=rng.choice(FIRST_NAMES),
+            last_name=rng.choice(LAST_NAMES),
+            department=department,
+            location=rng.choice(LOCATIONS),
             job_title=MANAGER_TITLE if is_manager else rng.choice(JOB_TITLES[department]),
-            supervisor_id=supervisor, hire_date=hire_date, hr_status=hr_status,
-            termination_date=termination, preprovisioned=preprovisioned, is_manager=is_manager,
+            supervisor_id=supervisor,
+            hire_date=hire_date,
+            hr_status=hr_status,
+            termination_date=termination,
+            preprovisioned=preprovisioned,
+            is_manager=is_manager,
         )
         people.append(person)
         if is_manager:
@@ -216,18 +336,36 @@ def _user_rows(people: list[Person], now: str) -> Iterator[tuple]:
     for p in people:
         username = username_for(p)
         yield (
-            p.id, username, department_id(p.department), p.first_name, p.last_name, username,
-            p.external_id, p.external_id[1:], p.job_title, p.location, to_iso(p.hire_date),
-            to_iso(p.termination_date), p.supervisor_id, 1 if p.hr_status == "terminated" else 0,
-            to_iso(p.hire_date - timedelta(days=14)), now, p.hr_status, int(p.preprovisioned),
+            p.id,
+            username,
+            department_id(p.department),
+            p.first_name,
+            p.last_name,
+            username,
+            p.external_id,
+            p.external_id[1:],
+            p.job_title,
+            p.location,
+            to_iso(p.hire_date),
+            to_iso(p.termination_date),
+            p.supervisor_id,
+            1 if p.hr_status == "terminated" else 0,
+            to_iso(p.hire_date - timedelta(days=14)),
+            now,
+            p.hr_status,
+            int(p.preprovisioned),
         )
 
 
-def _courses_for(person: Person, by_name: dict[str, Course], extra: list[Course], today: date,
-                 rng: random.Random) -> list[Course]:
+def _courses_for(
+    person: Person, by_name: dict[str, Course], extra: list[Course], today: date, rng: random.Random
+) -> list[Course]:
     """The courses a seeded person is enrolled in (compliance by attributes, plus electives)."""
-    chosen = [by_name[n] for n in ("Code of Conduct", "Information Security Awareness",
-                                   "Anti-Harassment Training") if rng.random() < 0.92]
+    chosen = [
+        by_name[n]
+        for n in ("Code of Conduct", "Information Security Awareness", "Anti-Harassment Training")
+        if rng.random() < 0.92
+    ]
     if person.department == "Operations" or rng.random() < 0.15:
         chosen.append(by_name["Workplace Safety"])
     if person.is_manager:
@@ -257,8 +395,9 @@ ENROLLMENT_COLUMNS = (
 )
 
 
-def _pair_rows(people: list[Person], courses: list[Course], today: date, anchor_epoch: int,
-               rng: random.Random) -> Iterator[tuple]:
+def _pair_rows(
+    people: list[Person], courses: list[Course], today: date, anchor_epoch: int, rng: random.Random
+) -> Iterator[tuple]:
     """(user id, course index, earliest enrollment epoch, span seconds) per enrollment to create.
 
     Python only decides who is enrolled in what; ``_ENROLLMENTS_SQL`` derives every other column
@@ -285,15 +424,19 @@ def _random_sql(salt: int) -> str:
 
 def _guid_sql(a: int, b: int, c: int, unique: str) -> str:
     """A GUID-shaped text whose last group encodes ``unique`` (so ids cannot collide)."""
-    return (f"printf('%08x-%04x-4%03x-%04x-%012x', {_random_sql(a)}, {_random_sql(b)} % 65536, "
-            f"{_random_sql(c)} % 4096, 32768 + ({_random_sql(a + c)} % 16384), {unique})")
+    return (
+        f"printf('%08x-%04x-4%03x-%04x-%012x', {_random_sql(a)}, {_random_sql(b)} % 65536, "
+        f"{_random_sql(c)} % 4096, 32768 + ({_random_sql(a + c)} % 16384), {unique})"
+    )
 
 
 def _status_sql() -> str:
     cumulative = list(itertools.accumulate(STATUS_WEIGHTS.values()))
     total = cumulative[-1]
-    cases = " ".join(f"WHEN roll < {int(_PRIME * bound / total)} THEN {status}"
-                     for status, bound in zip(STATUS_WEIGHTS, cumulative, strict=True))
+    cases = " ".join(
+        f"WHEN roll < {int(_PRIME * bound / total)} THEN {status}"
+        for status, bound in zip(STATUS_WEIGHTS, cumulative, strict=True)
+    )
     return f"CASE {cases} ELSE 3 END"
 
 
@@ -368,19 +511,41 @@ FROM (
 """
 
 
-def _load_enrollments(conn: sqlite3.Connection, people: list[Person], courses: list[Course], today: date,
-                      anchor_epoch: int, rng: random.Random) -> None:
-    conn.execute("CREATE TEMP TABLE _seed_pairs (r INTEGER PRIMARY KEY, user_id TEXT, course_idx INTEGER, "
-                 "base INTEGER, span INTEGER)")
-    conn.execute("CREATE TEMP TABLE _seed_courses (idx INTEGER PRIMARY KEY, id TEXT, online INTEGER, sessions INTEGER)")
+def _load_enrollments(
+    conn: sqlite3.Connection,
+    people: list[Person],
+    courses: list[Course],
+    today: date,
+    anchor_epoch: int,
+    rng: random.Random,
+) -> None:
+    conn.execute(
+        "CREATE TEMP TABLE _seed_pairs (r INTEGER PRIMARY KEY, user_id TEXT, course_idx INTEGER, "
+        "base INTEGER, span INTEGER)"
+    )
+    conn.execute(
+        "CREATE TEMP TABLE _seed_courses (idx INTEGER PRIMARY KEY, id TEXT, online INTEGER, sessions INTEGER)"
+    )
     conn.execute("CREATE TEMP TABLE _seed_sessions (course_idx INTEGER, position INTEGER, id TEXT)")
-    conn.executemany("INSERT INTO _seed_courses VALUES (?, ?, ?, ?)", [
-        (number, c.id, int(c.course_type == "OnlineCourse"), c.sessions) for number, c in enumerate(courses)])
-    conn.executemany("INSERT INTO _seed_sessions VALUES (?, ?, ?)", [
-        (number, position, session_id(c.name, position))
-        for number, c in enumerate(courses) for position in range(1, c.sessions + 1)])
-    conn.executemany("INSERT INTO _seed_pairs (user_id, course_idx, base, span) VALUES (?, ?, ?, ?)",
-                     _pair_rows(people, courses, today, anchor_epoch, rng))
+    conn.executemany(
+        "INSERT INTO _seed_courses VALUES (?, ?, ?, ?)",
+        [
+            (number, c.id, int(c.course_type == "OnlineCourse"), c.sessions)
+            for number, c in enumerate(courses)
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO _seed_sessions VALUES (?, ?, ?)",
+        [
+            (number, position, session_id(c.name, position))
+            for number, c in enumerate(courses)
+            for position in range(1, c.sessions + 1)
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO _seed_pairs (user_id, course_idx, base, span) VALUES (?, ?, ?, ?)",
+        _pair_rows(people, courses, today, anchor_epoch, rng),
+    )
     # Sort the narrow pairs by course once, so the wide enrollment rows are written grouped by course
     # (a course's page then reads contiguous table pages) without sorting the wide rows.
     conn.execute("CREATE TEMP TABLE _seed_sorted AS SELECT * FROM _seed_pairs ORDER BY course_idx, r")
@@ -394,26 +559,47 @@ def _load_enrollments(conn: sqlite3.Connection, people: list[Person], courses: l
 def _catalogue_rows(courses: list[Course], now: str, today: date) -> tuple[list, list, list, list]:
     course_rows, chapter_rows, lesson_rows, session_rows = [], [], [], []
     for number, course in enumerate(courses):
-        course_rows.append((
-            course.id, course.name, course.course_type, 0, f"{course.name} ({course.course_type})",
-            f"C{number + 1:04d}", to_iso(today - timedelta(days=900 - number)), now, int(course.multi_session),
-        ))
+        course_rows.append(
+            (
+                course.id,
+                course.name,
+                course.course_type,
+                0,
+                f"{course.name} ({course.course_type})",
+                f"C{number + 1:04d}",
+                to_iso(today - timedelta(days=900 - number)),
+                now,
+                int(course.multi_session),
+            )
+        )
         for chapter in range(1, course.chapters + 1):
             chapter_rows.append((chapter_id(course.name, chapter), course.id, f"Chapter {chapter}", chapter))
             for lesson in range(1, course.lessons_per_chapter + 1):
-                lesson_rows.append((
-                    lesson_id(course.name, chapter, lesson), course.id, chapter_id(course.name, chapter),
-                    f"Lesson {chapter}.{lesson}", LESSON_TYPES[(chapter + lesson) % len(LESSON_TYPES)],
-                    (chapter - 1) * course.lessons_per_chapter + lesson,
-                ))
+                lesson_rows.append(
+                    (
+                        lesson_id(course.name, chapter, lesson),
+                        course.id,
+                        chapter_id(course.name, chapter),
+                        f"Lesson {chapter}.{lesson}",
+                        LESSON_TYPES[(chapter + lesson) % len(LESSON_TYPES)],
+                        (chapter - 1) * course.lessons_per_chapter + lesson,
+                    )
+                )
         for session in range(1, course.sessions + 1):
-            session_rows.append((session_id(course.name, session), course.id, f"Session {session}",
-                                 to_iso(today + timedelta(days=7 * session))))
+            session_rows.append(
+                (
+                    session_id(course.name, session),
+                    course.id,
+                    f"Session {session}",
+                    to_iso(today + timedelta(days=7 * session)),
+                )
+            )
     return course_rows, chapter_rows, lesson_rows, session_rows
 
 
-def seed_database(conn: sqlite3.Connection, size: str, *, api_username: str,
-                  anchor: datetime | None = None) -> dict[str, int]:
+def seed_database(
+    conn: sqlite3.Connection, size: str, *, api_username: str, anchor: datetime | None = None
+) -> dict[str, int]:
     """Fill an empty store with the ``size`` organisation; returns row counts per table."""
     if size not in SEED_SIZES:
         raise ValueError(f"unknown seed {size!r}; choose one of {', '.join(SEED_SIZES)}")
@@ -426,8 +612,9 @@ def seed_database(conn: sqlite3.Connection, size: str, *, api_username: str,
     store.bulk_load_mode(conn, True)
     conn.execute("BEGIN")
     try:
-        conn.executemany("INSERT INTO departments VALUES (?, ?)",
-                         [(department_id(d), d) for d in DEPARTMENTS])
+        conn.executemany(
+            "INSERT INTO departments VALUES (?, ?)", [(department_id(d), d) for d in DEPARTMENTS]
+        )
         courses = build_courses(size) if size != "none" else []
         course_rows, chapter_rows, lesson_rows, catalogue_sessions = _catalogue_rows(courses, now, today)
         conn.executemany("INSERT INTO courses VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", course_rows)
@@ -446,8 +633,10 @@ def seed_database(conn: sqlite3.Connection, size: str, *, api_username: str,
         raise
     store.create_indices(conn)
     store.bulk_load_mode(conn, False)
-    return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-            for table in ("users", "courses", "enrollments", "session_enrollments")}
+    return {
+        table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        for table in ("users", "courses", "enrollments", "session_enrollments")
+    }
 
 
 def ensure_api_user(conn: sqlite3.Connection, username: str) -> str:

@@ -31,10 +31,15 @@ MULTI_SESSION = "Multi-Session ILCs are not supported."
 
 # Settable fields of create-or-update (seed) plus dateDue (documented deviation).
 SETTABLE_FIELDS = {
-    "status": ("status", "status"), "dateCompleted": ("date_completed", "datetime"),
-    "dateExpires": ("date_expires", "datetime"), "courseVersionId": ("course_version_id", "guid"),
-    "acceptedTermsAndConditions": ("accepted_terms", "bool"), "enrollmentKeyId": ("enrollment_key_id", "guid"),
-    "credits": ("credits", "number"), "score": ("score", "number"), "dateDue": ("date_due", "datetime"),
+    "status": ("status", "status"),
+    "dateCompleted": ("date_completed", "datetime"),
+    "dateExpires": ("date_expires", "datetime"),
+    "courseVersionId": ("course_version_id", "guid"),
+    "acceptedTermsAndConditions": ("accepted_terms", "bool"),
+    "enrollmentKeyId": ("enrollment_key_id", "guid"),
+    "credits": ("credits", "number"),
+    "score": ("score", "number"),
+    "dateDue": ("date_due", "datetime"),
 }
 
 
@@ -63,7 +68,9 @@ def _int_param(value: str, name: str, low: int, high: int) -> int:
     try:
         number = int(value.strip())
     except (ValueError, AttributeError):
-        raise ApiError(422, f"Invalid value provided for {name}: must be an integer.", meta={"field": name}) from None
+        raise ApiError(
+            422, f"Invalid value provided for {name}: must be an integer.", meta={"field": name}
+        ) from None
     if number < low or number > high:
         raise ApiError(422, f"{name} must be between {low} and {high}.", meta={"field": name})
     return number
@@ -88,7 +95,9 @@ def page_request(params: Mapping[str, str], *, paged: bool = True) -> PageReques
         try:
             since_value = normalise_datetime(since)
         except ValueError:
-            raise ApiError(422, "Invalid format provided for modifiedSince", meta={"field": "modifiedSince"}) from None
+            raise ApiError(
+                422, "Invalid format provided for modifiedSince", meta={"field": "modifiedSince"}
+            ) from None
     text_filter = params.get("_filter") if paged else None
     text_sort = params.get("_sort") if paged else None
     return PageRequest(limit, page, text_filter or None, text_sort or None, status_value, since_value)
@@ -117,7 +126,9 @@ class Sandbox:
 
     # --- generic reads ------------------------------------------------------------------------------
 
-    def _where(self, resource: res.Resource, base: list[str], params: list, request: PageRequest) -> tuple[str, list]:
+    def _where(
+        self, resource: res.Resource, base: list[str], params: list, request: PageRequest
+    ) -> tuple[str, list]:
         clauses, values = list(base), list(params)
         if request.status is not None and resource.status_sql:
             clauses.append(f"{resource.status_sql} = ?")
@@ -142,8 +153,13 @@ class Sandbox:
         except FilterError as exc:
             raise ApiError(422, str(exc), meta={"field": "_sort"}) from None
 
-    def page(self, resource: res.Resource, request: PageRequest, base: list[str] | None = None,
-             params: list | None = None) -> dict | bytes:
+    def page(
+        self,
+        resource: res.Resource,
+        request: PageRequest,
+        base: list[str] | None = None,
+        params: list | None = None,
+    ) -> dict | bytes:
         """The paged envelope ``{totalItems, returnedItems, limit, offset, <key>}``; as ready JSON
         bytes when the resource lets SQLite build its JSON (the large enrollment pages)."""
         where, values = self._where(resource, base or [], params or [], request)
@@ -158,13 +174,20 @@ class Sandbox:
                 items, returned = self.conn.execute(
                     f"SELECT json_group_array({resource.json_sql}), COUNT(*) FROM ({page_sql})", page_values
                 ).fetchone()
-            head = (f'{{"totalItems":{total},"returnedItems":{returned},"limit":{request.limit},'
-                    f'"offset":{request.page},"{resource.key}":')
+            head = (
+                f'{{"totalItems":{total},"returnedItems":{returned},"limit":{request.limit},'
+                f'"offset":{request.page},"{resource.key}":'
+            )
             return head.encode() + items.encode() + b"}"
         rows = self.conn.execute(page_sql, page_values).fetchall() if in_range else []
         serialize = resource.serialize
-        return {"totalItems": total, "returnedItems": len(rows), "limit": request.limit,
-                "offset": request.page, resource.key: [serialize(r) for r in rows]}
+        return {
+            "totalItems": total,
+            "returnedItems": len(rows),
+            "limit": request.limit,
+            "offset": request.page,
+            resource.key: [serialize(r) for r in rows],
+        }
 
     def rows(self, resource: res.Resource, request: PageRequest, base: list[str], params: list) -> list[dict]:
         """Every matching row as a bare array (for the operations the seed shows as arrays)."""
@@ -172,9 +195,17 @@ class Sandbox:
         rows = self.conn.execute(f"{resource.select()}{where} ORDER BY {resource.default_order}", values)
         return [resource.serialize(r) for r in rows]
 
-    def one(self, resource: res.Resource, base: list[str], params: list, what: str,
-            request: PageRequest | None = None) -> dict:
-        where, values = self._where(resource, base, params, request or PageRequest(1, 0, None, None, None, None))
+    def one(
+        self,
+        resource: res.Resource,
+        base: list[str],
+        params: list,
+        what: str,
+        request: PageRequest | None = None,
+    ) -> dict:
+        where, values = self._where(
+            resource, base, params, request or PageRequest(1, 0, None, None, None, None)
+        )
         row = self._one(f"{resource.select()}{where} ORDER BY {resource.default_order} LIMIT 1", values)
         if row is None:
             raise not_found(what)
@@ -205,7 +236,9 @@ class Sandbox:
     def active_enrollment_id(self, user_id: str, course_id: str) -> str | None:
         row = self._one(
             "SELECT id FROM enrollments WHERE user_id = ? AND course_id = ? AND is_active = 1 "
-            "ORDER BY rowid DESC LIMIT 1", (user_id, course_id))
+            "ORDER BY rowid DESC LIMIT 1",
+            (user_id, course_id),
+        )
         return row[0] if row else None
 
     def require_active_enrollment(self, user_id: str, course_id: str) -> str:
@@ -246,9 +279,16 @@ class Sandbox:
 
     # --- course enrollments: writes -----------------------------------------------------------------
 
-    def create_enrollment(self, user_id: str, course_id: str, *, re_enroll: bool = False,
-                          session_id: str | None = None, cancel_session: bool = False,
-                          fields: dict | None = None) -> dict:
+    def create_enrollment(
+        self,
+        user_id: str,
+        course_id: str,
+        *,
+        re_enroll: bool = False,
+        session_id: str | None = None,
+        cancel_session: bool = False,
+        fields: dict | None = None,
+    ) -> dict:
         """#7/#3/#25: enroll a user; an active enrollment is a 422 unless ``re_enroll``."""
         user_id = self.require_user(user_id)
         course_id, course_type, multi_session = self.require_course(course_id)
@@ -257,8 +297,13 @@ class Sandbox:
         if session_id is not None:
             session_id = check_guid(session_id, "sessionId")
             if course_type != "InstructorLedCourse":
-                raise ApiError(422, "The course is not an instructor led course.", meta={"courseId": course_id})
-            if self._one("SELECT 1 FROM sessions WHERE id = ? AND course_id = ?", (session_id, course_id)) is None:
+                raise ApiError(
+                    422, "The course is not an instructor led course.", meta={"courseId": course_id}
+                )
+            if (
+                self._one("SELECT 1 FROM sessions WHERE id = ? AND course_id = ?", (session_id, course_id))
+                is None
+            ):
                 raise not_found("Session", session_id)
         with self.transaction():
             existing = self.active_enrollment_id(user_id, course_id)
@@ -268,7 +313,9 @@ class Sandbox:
                 raise ApiError(422, ALREADY_ENROLLED, meta={"enrollmentId": existing})
             now = now_iso()
             if existing:
-                self.conn.execute("UPDATE enrollments SET is_active = 0, date_edited = ? WHERE id = ?", (now, existing))
+                self.conn.execute(
+                    "UPDATE enrollments SET is_active = 0, date_edited = ? WHERE id = ?", (now, existing)
+                )
             enrollment_id = new_id()
             values = dict(fields or {})
             self.conn.execute(
@@ -281,18 +328,28 @@ class Sandbox:
             result = {"enrollmentId": enrollment_id, "courseId": course_id, "userId": user_id}
             if course_type == "InstructorLedCourse":
                 result["sessionEnrollmentId"] = self._create_session_enrollment(
-                    enrollment_id, user_id, course_id, session_id, now)
-                result["sessionId"] = session_id or self._one(
-                    "SELECT session_id FROM session_enrollments WHERE id = ?", (result["sessionEnrollmentId"],))[0]
+                    enrollment_id, user_id, course_id, session_id, now
+                )
+                result["sessionId"] = (
+                    session_id
+                    or self._one(
+                        "SELECT session_id FROM session_enrollments WHERE id = ?",
+                        (result["sessionEnrollmentId"],),
+                    )[0]
+                )
             else:
                 from absorb_sandbox.activities import ensure_activities
+
                 ensure_activities(self.conn, enrollment_id)
         return result
 
-    def _create_session_enrollment(self, enrollment_id: str, user_id: str, course_id: str,
-                                   session_id: str | None, now: str) -> str:
+    def _create_session_enrollment(
+        self, enrollment_id: str, user_id: str, course_id: str, session_id: str | None, now: str
+    ) -> str:
         if session_id is None:
-            row = self._one("SELECT id FROM sessions WHERE course_id = ? ORDER BY rowid LIMIT 1", (course_id,))
+            row = self._one(
+                "SELECT id FROM sessions WHERE course_id = ? ORDER BY rowid LIMIT 1", (course_id,)
+            )
             if row is None:
                 raise ApiError(422, "The instructor led course has no session to enroll into.")
             session_id = row[0]
@@ -305,17 +362,28 @@ class Sandbox:
 
     def _move_session(self, enrollment_id: str, user_id: str, course_id: str, session_id: str) -> dict:
         now = now_iso()
-        current = self._one("SELECT id, session_id FROM session_enrollments WHERE enrollment_id = ?", (enrollment_id,))
+        current = self._one(
+            "SELECT id, session_id FROM session_enrollments WHERE enrollment_id = ?", (enrollment_id,)
+        )
         if current and current[1] == session_id:
             session_enrollment_id = current[0]
         else:
             self.conn.execute("DELETE FROM session_enrollments WHERE enrollment_id = ?", (enrollment_id,))
-            session_enrollment_id = self._create_session_enrollment(enrollment_id, user_id, course_id, session_id, now)
+            session_enrollment_id = self._create_session_enrollment(
+                enrollment_id, user_id, course_id, session_id, now
+            )
             self.conn.execute("UPDATE enrollments SET date_edited = ? WHERE id = ?", (now, enrollment_id))
-        return {"userId": user_id, "courseId": course_id, "sessionId": session_id,
-                "enrollmentId": enrollment_id, "sessionEnrollmentId": session_enrollment_id}
+        return {
+            "userId": user_id,
+            "courseId": course_id,
+            "sessionId": session_id,
+            "enrollmentId": enrollment_id,
+            "sessionEnrollmentId": session_enrollment_id,
+        }
 
-    def create_or_update_enrollment(self, user_id: str, body: dict, *, re_enroll: bool = False) -> tuple[int, dict]:
+    def create_or_update_enrollment(
+        self, user_id: str, body: dict, *, re_enroll: bool = False
+    ) -> tuple[int, dict]:
         """#9: update the settable fields of the active enrollment, or create one. (status, body)."""
         user_id = self.require_user(user_id)
         course_raw = body.get("courseId")
@@ -337,10 +405,15 @@ class Sandbox:
         columns = [SETTABLE_FIELDS[k][0] for k in values]
         if not columns:
             return False
-        current = self._one(f"SELECT {', '.join(columns)}, status, date_completed FROM enrollments WHERE id = ?",
-                            (enrollment_id,))
-        changes = {col: values[key] for col, key, old in zip(columns, values, current, strict=False)
-                   if old != values[key]}
+        current = self._one(
+            f"SELECT {', '.join(columns)}, status, date_completed FROM enrollments WHERE id = ?",
+            (enrollment_id,),
+        )
+        changes = {
+            col: values[key]
+            for col, key, old in zip(columns, values, current, strict=False)
+            if old != values[key]
+        }
         if not changes:
             return False
         if changes.get("status") == COMPLETE:
@@ -349,7 +422,9 @@ class Sandbox:
                 changes["date_completed"] = now
         changes["date_edited"] = now
         assignments = ", ".join(f"{col} = ?" for col in changes)
-        self.conn.execute(f"UPDATE enrollments SET {assignments} WHERE id = ?", [*changes.values(), enrollment_id])
+        self.conn.execute(
+            f"UPDATE enrollments SET {assignments} WHERE id = ?", [*changes.values(), enrollment_id]
+        )
         return True
 
     def unenroll(self, body: object) -> int:
@@ -362,20 +437,33 @@ class Sandbox:
             raise ApiError(422, "At most 1000 enrollment IDs per request.")
         bad = [str(v) for v in body if not isinstance(v, str) or not GUID_RE.match(v)]
         if bad:
-            raise ApiError(422, "Invalid format provided for enrollmentIds",
-                           validations=[f"Invalid format provided for enrollment ID '{v}'" for v in bad[:50]])
+            raise ApiError(
+                422,
+                "Invalid format provided for enrollmentIds",
+                validations=[f"Invalid format provided for enrollment ID '{v}'" for v in bad[:50]],
+            )
         ids = list(dict.fromkeys(v.lower() for v in body))
         placeholders = ", ".join("?" * len(ids))
         with self.transaction():
-            found = {r[0] for r in self.conn.execute(f"SELECT id FROM enrollments WHERE id IN ({placeholders})", ids)}
+            found = {
+                r[0]
+                for r in self.conn.execute(f"SELECT id FROM enrollments WHERE id IN ({placeholders})", ids)
+            }
             missing = [i for i in ids if i not in found]
             if missing:
-                raise ApiError(422, "Enrollment IDs not found; nothing was unenrolled.",
-                               validations=[f"Enrollment '{i}' was not found." for i in missing[:50]],
-                               meta={"missing": str(len(missing))})
+                raise ApiError(
+                    422,
+                    "Enrollment IDs not found; nothing was unenrolled.",
+                    validations=[f"Enrollment '{i}' was not found." for i in missing[:50]],
+                    meta={"missing": str(len(missing))},
+                )
             for table in ("attempts", "lesson_enrollments", "chapter_enrollments", "session_enrollments"):
-                column = "lesson_enrollment_id IN (SELECT id FROM lesson_enrollments WHERE enrollment_id IN " \
-                         f"({placeholders}))" if table == "attempts" else f"enrollment_id IN ({placeholders})"
+                column = (
+                    "lesson_enrollment_id IN (SELECT id FROM lesson_enrollments WHERE enrollment_id IN "
+                    f"({placeholders}))"
+                    if table == "attempts"
+                    else f"enrollment_id IN ({placeholders})"
+                )
                 self.conn.execute(f"DELETE FROM {table} WHERE {column}", ids)
             self.conn.execute(f"DELETE FROM enrollments WHERE id IN ({placeholders})", ids)
         return len(ids)
@@ -389,7 +477,8 @@ class Sandbox:
         rng = random.Random(seed)
         rows = self.conn.execute(
             "SELECT id, status, progress, date_started FROM enrollments "
-            "WHERE is_active = 1 AND status IN (0, 1) ORDER BY rowid").fetchall()
+            "WHERE is_active = 1 AND status IN (0, 1) ORDER BY rowid"
+        ).fetchall()
         chosen = [r for r in rows if rng.random() < fraction]
         advanced = completed = 0
         with self.transaction():
@@ -400,22 +489,28 @@ class Sandbox:
                     self.conn.execute(
                         "UPDATE enrollments SET status = 3, progress = 100, score = ?, date_started = COALESCE("
                         "date_started, ?), date_completed = ?, time_spent_ticks = time_spent_ticks + ?, "
-                        "date_edited = ? WHERE id = ?", (float(rng.randint(70, 100)), now, now, ticks, now, enrollment_id))
+                        "date_edited = ? WHERE id = ?",
+                        (float(rng.randint(70, 100)), now, now, ticks, now, enrollment_id),
+                    )
                     self.conn.execute(
                         "UPDATE lesson_enrollments SET status = 3, progress = 100, date_completed = ?, date_edited = ?, "
                         "date_started = COALESCE(date_started, ?) WHERE enrollment_id = ? AND status != 3",
-                        (now, now, now, enrollment_id))
+                        (now, now, now, enrollment_id),
+                    )
                     self.conn.execute(
                         "UPDATE chapter_enrollments SET status = 3, progress = 100, date_completed = ?, "
                         "date_edited = ?, date_started = COALESCE(date_started, ?) WHERE enrollment_id = ? "
-                        "AND status != 3", (now, now, now, enrollment_id))
+                        "AND status != 3",
+                        (now, now, now, enrollment_id),
+                    )
                     completed += 1
                 else:
                     new_progress = min(95.0, float(progress or 0) + rng.randint(10, 40))
                     self.conn.execute(
                         "UPDATE enrollments SET status = 1, progress = ?, date_started = COALESCE(date_started, ?), "
                         "time_spent_ticks = time_spent_ticks + ?, date_edited = ? WHERE id = ?",
-                        (new_progress, now, ticks, now, enrollment_id))
+                        (new_progress, now, ticks, now, enrollment_id),
+                    )
                     advanced += 1
         return {"eligible": len(rows), "advanced": advanced, "completed": completed}
 

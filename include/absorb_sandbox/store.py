@@ -100,8 +100,18 @@ CREATE INDEX IF NOT EXISTS ix_attempts_lesson_enrollment ON attempts (lesson_enr
 """
 
 DATA_TABLES = (
-    "departments", "users", "courses", "chapters", "lessons", "sessions", "enrollments",
-    "chapter_enrollments", "lesson_enrollments", "session_enrollments", "attempts", "tokens",
+    "departments",
+    "users",
+    "courses",
+    "chapters",
+    "lessons",
+    "sessions",
+    "enrollments",
+    "chapter_enrollments",
+    "lesson_enrollments",
+    "session_enrollments",
+    "attempts",
+    "tokens",
 )
 
 

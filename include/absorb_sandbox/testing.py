@@ -1,7 +1,7 @@
 """Test harness: runs ``absorb-sandbox serve`` as a subprocess on a free port.
 
-    with SandboxServer(db_path=tmp / "absorb.db", seed="small") as server:
-        requests.get(f"{server.base_url}/users", headers=...)
+with SandboxServer(db_path=tmp / "absorb.db", seed="small") as server:
+    requests.get(f"{server.base_url}/users", headers=...)
 """
 
 from __future__ import annotations
@@ -26,9 +26,20 @@ START_TIMEOUT = 180.0
 class SandboxServer:
     """A sandbox server subprocess; ``start()`` returns once it answers."""
 
-    def __init__(self, db_path=":memory:", seed="small", *, rate_limit=None, faults=None, token_ttl=None,
-                 api_key=DEFAULT_API_KEY, username=DEFAULT_USERNAME, password=DEFAULT_PASSWORD,
-                 host="127.0.0.1", port=None):
+    def __init__(
+        self,
+        db_path=":memory:",
+        seed="small",
+        *,
+        rate_limit=None,
+        faults=None,
+        token_ttl=None,
+        api_key=DEFAULT_API_KEY,
+        username=DEFAULT_USERNAME,
+        password=DEFAULT_PASSWORD,
+        host="127.0.0.1",
+        port=None,
+    ):
         self.db_path = str(db_path)
         self.seed = seed
         self.rate_limit = rate_limit
@@ -44,9 +55,26 @@ class SandboxServer:
         self._stderr_file = None
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "absorb_sandbox.cli", "serve", "--host", self.host,
-               "--port", str(self.port or 0), "--db", self.db_path, "--seed", self.seed,
-               "--api-key", self.api_key, "--username", self.username, "--password", self.password]
+        cmd = [
+            sys.executable,
+            "-m",
+            "absorb_sandbox.cli",
+            "serve",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port or 0),
+            "--db",
+            self.db_path,
+            "--seed",
+            self.seed,
+            "--api-key",
+            self.api_key,
+            "--username",
+            self.username,
+            "--password",
+            self.password,
+        ]
         if self.rate_limit is not None:
             cmd += ["--rate-limit", str(self.rate_limit)]
         if self.faults is not None:
@@ -59,8 +87,13 @@ class SandboxServer:
         if self._process is not None:
             return self
         self._stderr_file = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the process
-        self._process = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self._stderr_file,
-                                         text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self._process = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.PIPE,
+            stderr=self._stderr_file,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         banner = self._read_banner()
         self.base_url = banner["base_url"]
         self.port = int(self.base_url.rsplit(":", 1)[1])
@@ -140,8 +173,12 @@ class SandboxServer:
 
     def _admin(self, method: str, path: str, payload=None) -> dict:
         data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(f"{self.base_url}/_sandbox/{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.base_url}/_sandbox/{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=300) as response:
                 return json.loads(response.read() or b"null")
@@ -164,8 +201,15 @@ class SandboxServer:
         return self._admin("POST", "progress", {"fraction": fraction, "seed": seed})
 
     def airflow_connection_json(self, conn_id="absorb_default") -> str:
-        return json.dumps({"conn_type": "absorb", "host": self.base_url, "login": self.username,
-                           "password": self.password, "extra": {"private_key": self.api_key}})
+        return json.dumps(
+            {
+                "conn_type": "absorb",
+                "host": self.base_url,
+                "login": self.username,
+                "password": self.password,
+                "extra": {"private_key": self.api_key},
+            }
+        )
 
     def headers(self, token: str | None = None) -> dict[str, str]:
         """Request headers for a direct call (tests): api key, version and the bearer token."""

@@ -17,12 +17,18 @@ from absorb_sandbox.timeutil import normalise_datetime, now_iso
 MAX_UPLOAD = 200
 # API field -> (column, kind)
 USER_FIELDS = {
-    "username": ("username", "string"), "departmentId": ("department_id", "guid"),
-    "firstName": ("first_name", "string"), "lastName": ("last_name", "string"),
-    "emailAddress": ("email", "string"), "externalId": ("external_id", "string"),
-    "employeeNumber": ("employee_number", "string"), "jobTitle": ("job_title", "string"),
-    "location": ("location", "string"), "dateHired": ("date_hired", "datetime"),
-    "dateTerminated": ("date_terminated", "datetime"), "supervisorId": ("supervisor_id", "guid"),
+    "username": ("username", "string"),
+    "departmentId": ("department_id", "guid"),
+    "firstName": ("first_name", "string"),
+    "lastName": ("last_name", "string"),
+    "emailAddress": ("email", "string"),
+    "externalId": ("external_id", "string"),
+    "employeeNumber": ("employee_number", "string"),
+    "jobTitle": ("job_title", "string"),
+    "location": ("location", "string"),
+    "dateHired": ("date_hired", "datetime"),
+    "dateTerminated": ("date_terminated", "datetime"),
+    "supervisorId": ("supervisor_id", "guid"),
     "activeStatus": ("active_status", "status"),
 }
 REQUIRED_ON_CREATE = ("username", "firstName", "lastName")
@@ -37,7 +43,9 @@ class UserService:
         return seeding.ensure_api_user(self.conn, username)
 
     def get(self, user_id: str) -> dict:
-        row = self.conn.execute(f"SELECT {res.USER_COLUMNS} FROM users u WHERE u.id = ?", (user_id,)).fetchone()
+        row = self.conn.execute(
+            f"SELECT {res.USER_COLUMNS} FROM users u WHERE u.id = ?", (user_id,)
+        ).fetchone()
         if row is None:
             raise not_found("User", user_id)
         return res.serialize_user(row)
@@ -59,8 +67,13 @@ class UserService:
             if problem:
                 problems.append(problem)
                 continue
-            values[column] = (normalise_datetime(value) if kind == "datetime"
-                              else value.lower() if kind == "guid" else value)
+            values[column] = (
+                normalise_datetime(value)
+                if kind == "datetime"
+                else value.lower()
+                if kind == "guid"
+                else value
+            )
         if not problems:
             problems += self._check_references(values)
         if problems:
@@ -70,7 +83,11 @@ class UserService:
     @staticmethod
     def _check(key: str, kind: str, value) -> str | None:
         if kind == "status":
-            return None if value in (0, 1) and not isinstance(value, bool) else f"{key} must be 0 (active) or 1 (inactive)."
+            return (
+                None
+                if value in (0, 1) and not isinstance(value, bool)
+                else f"{key} must be 0 (active) or 1 (inactive)."
+            )
         if not isinstance(value, str):
             return f"{key} must be a string."
         if kind == "guid" and not GUID_RE.match(value):
@@ -88,22 +105,33 @@ class UserService:
 
     def _check_references(self, values: dict) -> list[str]:
         problems = []
-        if values.get("department_id") and not self.conn.execute(
-                "SELECT 1 FROM departments WHERE id = ?", (values["department_id"],)).fetchone():
+        if (
+            values.get("department_id")
+            and not self.conn.execute(
+                "SELECT 1 FROM departments WHERE id = ?", (values["department_id"],)
+            ).fetchone()
+        ):
             problems.append("departmentId does not refer to an existing department.")
-        if values.get("supervisor_id") and not self.conn.execute(
-                "SELECT 1 FROM users WHERE id = ?", (values["supervisor_id"],)).fetchone():
+        if (
+            values.get("supervisor_id")
+            and not self.conn.execute(
+                "SELECT 1 FROM users WHERE id = ?", (values["supervisor_id"],)
+            ).fetchone()
+        ):
             problems.append("supervisorId does not refer to an existing user.")
         return problems
 
     def _find(self, values: dict) -> str | None:
         if values.get("external_id"):
-            row = self.conn.execute("SELECT id FROM users WHERE external_id = ? ORDER BY rowid LIMIT 1",
-                                    (values["external_id"],)).fetchone()
+            row = self.conn.execute(
+                "SELECT id FROM users WHERE external_id = ? ORDER BY rowid LIMIT 1", (values["external_id"],)
+            ).fetchone()
             if row:
                 return row[0]
         if values.get("username"):
-            row = self.conn.execute("SELECT id FROM users WHERE username = ?", (values["username"],)).fetchone()
+            row = self.conn.execute(
+                "SELECT id FROM users WHERE username = ?", (values["username"],)
+            ).fetchone()
             if row:
                 return row[0]
         return None
@@ -162,14 +190,19 @@ class UserService:
 
     def _write_changes(self, user_id: str, values: dict) -> None:
         if "username" in values:
-            clash = self.conn.execute("SELECT id FROM users WHERE username = ? AND id != ?",
-                                      (values["username"], user_id)).fetchone()
+            clash = self.conn.execute(
+                "SELECT id FROM users WHERE username = ? AND id != ?", (values["username"], user_id)
+            ).fetchone()
             if clash:
                 raise ApiError(422, "username is already used by another user.", meta={"field": "username"})
         if not values:
             return
-        current = self.conn.execute(f"SELECT {', '.join(values)} FROM users WHERE id = ?", (user_id,)).fetchone()
-        changes = {col: value for (col, value), old in zip(values.items(), current, strict=True) if old != value}
+        current = self.conn.execute(
+            f"SELECT {', '.join(values)} FROM users WHERE id = ?", (user_id,)
+        ).fetchone()
+        changes = {
+            col: value for (col, value), old in zip(values.items(), current, strict=True) if old != value
+        }
         if not changes:
             return
         if changes.get("active_status") == 0 and "date_terminated" not in values:
@@ -181,14 +214,25 @@ class UserService:
     def _create(self, values: dict) -> str:
         missing = [key for key in REQUIRED_ON_CREATE if not values.get(USER_FIELDS[key][0])]
         if missing:
-            raise ApiError(422, f"{missing[0]} is required to create a user.",
-                           validations=[f"{m} is required to create a user." for m in missing])
+            raise ApiError(
+                422,
+                f"{missing[0]} is required to create a user.",
+                validations=[f"{m} is required to create a user." for m in missing],
+            )
         if self.conn.execute("SELECT 1 FROM users WHERE username = ?", (values["username"],)).fetchone():
             raise ApiError(422, "username is already used by another user.", meta={"field": "username"})
         user_id = str(uuid.uuid4())
         now = now_iso()
-        row = {"id": user_id, "active_status": 0, **values, "date_added": now, "date_edited": now,
-               "hr_status": "active", "preprovisioned": 0}
-        self.conn.execute(f"INSERT INTO users ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                          list(row.values()))
+        row = {
+            "id": user_id,
+            "active_status": 0,
+            **values,
+            "date_added": now,
+            "date_edited": now,
+            "hr_status": "active",
+            "preprovisioned": 0,
+        }
+        self.conn.execute(
+            f"INSERT INTO users ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+        )
         return user_id

@@ -8,8 +8,11 @@ import httpx
 def authenticate(server, client: httpx.Client | None = None) -> str:
     """A fresh token for the server's API user."""
     http = client or httpx.Client(base_url=server.base_url)
-    response = http.post("/authenticate", headers=server.headers(),
-                         json={"username": server.username, "password": server.password, "privateKey": server.api_key})
+    response = http.post(
+        "/authenticate",
+        headers=server.headers(),
+        json={"username": server.username, "password": server.password, "privateKey": server.api_key},
+    )
     assert response.status_code == 200, response.text
     token = response.json()
     assert isinstance(token, str) and token
@@ -65,8 +68,13 @@ def person(api, external_id: str) -> dict:
 
 def unenrolled_pair(api, course_id: str, *, start: int = 30) -> str:
     """The id of an active seeded user with no enrollment (of any kind) in ``course_id``."""
-    taken = {e["userId"] for e in api.get(f"/courses/{course_id}/enrollments", params={"_limit": 1000}).json()["enrollments"]}
-    users = api.get("/users", params={"_filter": "activeStatus eq 0 and externalId ne null", "_limit": 1000}).json()["users"]
+    taken = {
+        e["userId"]
+        for e in api.get(f"/courses/{course_id}/enrollments", params={"_limit": 1000}).json()["enrollments"]
+    }
+    users = api.get(
+        "/users", params={"_filter": "activeStatus eq 0 and externalId ne null", "_limit": 1000}
+    ).json()["users"]
     for user in users[start:]:
         if user["id"] not in taken:
             return user["id"]

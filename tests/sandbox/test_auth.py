@@ -9,7 +9,12 @@ from sandbox_helpers import assert_error, authenticate, raw_client
 
 
 def credentials(server, **override) -> dict:
-    return {"username": server.username, "password": server.password, "privateKey": server.api_key, **override}
+    return {
+        "username": server.username,
+        "password": server.password,
+        "privateKey": server.api_key,
+        **override,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +46,34 @@ def test_authenticate_returns_a_json_string_token(auth_server):
     assert response.text.startswith('"') and len(response.json()) >= 32
 
 
-@pytest.mark.parametrize("override", [
-    {"password": "wrong"}, {"username": "someone.else"}, {"privateKey": "11111111-2222-3333-4444-555555555555"},
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"password": "wrong"},
+        {"username": "someone.else"},
+        {"privateKey": "11111111-2222-3333-4444-555555555555"},
+    ],
+)
 def test_wrong_credentials_are_refused(auth_server, override):
     with raw_client(auth_server) as http:
-        response = http.post("/authenticate", headers=auth_server.headers(), json=credentials(auth_server, **override))
+        response = http.post(
+            "/authenticate", headers=auth_server.headers(), json=credentials(auth_server, **override)
+        )
     assert_error(response, 401)
 
 
 def test_authenticate_needs_a_body_with_all_three_fields(auth_server):
     with raw_client(auth_server) as http:
         assert_error(http.post("/authenticate", headers=auth_server.headers()), 400)
-        assert_error(http.post("/authenticate", headers={**auth_server.headers(), "content-type": "application/json"},
-                               content=b"{not json"), 400, contains="malformed")
+        assert_error(
+            http.post(
+                "/authenticate",
+                headers={**auth_server.headers(), "content-type": "application/json"},
+                content=b"{not json",
+            ),
+            400,
+            contains="malformed",
+        )
         assert_error(http.post("/authenticate", headers=auth_server.headers(), json={"username": "x"}), 400)
         assert_error(http.post("/authenticate", headers=auth_server.headers(), json=["a"]), 400)
 
@@ -74,9 +93,13 @@ def test_calls_need_a_live_token_bearer_or_raw(auth_server):
     token = authenticate(auth_server)
     with raw_client(auth_server) as http:
         assert_error(http.get("/courses", headers=auth_server.headers()), 401, contains="token")
-        assert_error(http.get("/courses", headers={**auth_server.headers(), "Authorization": "Bearer nope"}), 401)
+        assert_error(
+            http.get("/courses", headers={**auth_server.headers(), "Authorization": "Bearer nope"}), 401
+        )
         assert http.get("/courses", headers=auth_server.headers(token)).status_code == 200
-        assert http.get("/courses", headers={**auth_server.headers(), "Authorization": token}).status_code == 200
+        assert (
+            http.get("/courses", headers={**auth_server.headers(), "Authorization": token}).status_code == 200
+        )
 
 
 def test_a_new_token_invalidates_the_previous_one(auth_server):

@@ -21,7 +21,11 @@ def test_create_get_and_refuse_duplicate(module_api):
     body = created.json()
     assert body["userId"] == user and body["courseId"] == SAFETY and uuid.UUID(body["enrollmentId"])
     enrollment = module_api.get(f"/enrollments/{body['enrollmentId']}").json()
-    assert enrollment["status"] == 0 and enrollment["isActive"] is True and enrollment["courseName"] == "Workplace Safety"
+    assert (
+        enrollment["status"] == 0
+        and enrollment["isActive"] is True
+        and enrollment["courseName"] == "Workplace Safety"
+    )
     assert enrollment["timeSpent"] == "00:00:00" and enrollment["timeSpentTicks"] == 0
     assert enrollment["dateAdded"] and enrollment["dateEdited"]
     assert module_api.get(f"/users/{user}/enrollments/{SAFETY}").json()["id"] == body["enrollmentId"]
@@ -29,7 +33,9 @@ def test_create_get_and_refuse_duplicate(module_api):
     assert len(lessons) == 4 and {lesson["status"] for lesson in lessons} == {0}
     again = module_api.post(f"/users/{user}/enrollments/{SAFETY}")
     assert_error(again, 422, contains="already enrolled")
-    listed = module_api.get(f"/users/{user}/enrollments", params={"_filter": f"courseId eq guid'{SAFETY}'"}).json()
+    listed = module_api.get(
+        f"/users/{user}/enrollments", params={"_filter": f"courseId eq guid'{SAFETY}'"}
+    ).json()
     assert listed["totalItems"] == 1
 
 
@@ -47,12 +53,23 @@ def test_re_enroll_keeps_history(module_api):
 
 def test_create_errors(module_api):
     user = unenrolled_pair(module_api, SAFETY, start=50)
-    assert_error(module_api.post(f"/users/not-a-guid/enrollments/{SAFETY}"), 422, contains="Invalid format provided for userId")
-    assert_error(module_api.post(f"/users/{user}/enrollments/123"), 422, contains="Invalid format provided for courseId")
+    assert_error(
+        module_api.post(f"/users/not-a-guid/enrollments/{SAFETY}"),
+        422,
+        contains="Invalid format provided for userId",
+    )
+    assert_error(
+        module_api.post(f"/users/{user}/enrollments/123"),
+        422,
+        contains="Invalid format provided for courseId",
+    )
     assert_error(module_api.post(f"/users/{NOBODY}/enrollments/{SAFETY}"), 404)
     assert_error(module_api.post(f"/users/{user}/enrollments/{NOBODY}"), 404)
-    assert_error(module_api.post(f"/users/{user}/enrollments/{course_id(MULTI_SESSION_ILC)}"), 422,
-                 contains="Multi-Session ILCs are not supported")
+    assert_error(
+        module_api.post(f"/users/{user}/enrollments/{course_id(MULTI_SESSION_ILC)}"),
+        422,
+        contains="Multi-Session ILCs are not supported",
+    )
     assert_error(module_api.post(f"/users/{user}/enrollments/{SAFETY}", params={"reEnroll": "maybe"}), 422)
 
 
@@ -72,29 +89,46 @@ def test_create_or_update_sets_only_settable_fields(module_api):
     enrollment_id = created.json()["enrollmentId"]
     enrollment = module_api.get(f"/enrollments/{enrollment_id}").json()
     assert enrollment["dateDue"].startswith("2027-03-01") and enrollment["progress"] == 0
-    update = {"courseId": PRIVACY, "status": 3, "score": 88.5, "credits": 2, "acceptedTermsAndConditions": True,
-              "dateCompleted": "2026-01-02T03:04:05Z"}
+    update = {
+        "courseId": PRIVACY,
+        "status": 3,
+        "score": 88.5,
+        "credits": 2,
+        "acceptedTermsAndConditions": True,
+        "dateCompleted": "2026-01-02T03:04:05Z",
+    }
     updated = module_api.post(f"/users/{user}/enrollments", json=update)
     assert updated.status_code == 200 and updated.json()["enrollmentId"] == enrollment_id
     after = module_api.get(f"/enrollments/{enrollment_id}").json()
-    assert (after["status"], after["score"], after["credits"], after["acceptedTermsAndConditions"]) == (3, 88.5, 2, True)
-    assert after["dateCompleted"].startswith("2026-01-02T03:04:05") and after["dateEdited"] > enrollment["dateEdited"]
+    assert (after["status"], after["score"], after["credits"], after["acceptedTermsAndConditions"]) == (
+        3,
+        88.5,
+        2,
+        True,
+    )
+    assert (
+        after["dateCompleted"].startswith("2026-01-02T03:04:05")
+        and after["dateEdited"] > enrollment["dateEdited"]
+    )
     repeated = module_api.post(f"/users/{user}/enrollments", json=update)
     assert repeated.status_code == 200
     assert module_api.get(f"/enrollments/{enrollment_id}").json()["dateEdited"] == after["dateEdited"]
 
 
-@pytest.mark.parametrize(("body", "status", "fragment"), [
-    ({}, 422, "courseId"),
-    ({"courseId": "nope"}, 422, "Invalid format provided for courseId"),
-    ({"courseId": PRIVACY, "status": 13}, 422, "status"),
-    ({"courseId": PRIVACY, "status": "3"}, 422, "status"),
-    ({"courseId": PRIVACY, "score": "high"}, 422, "score"),
-    ({"courseId": PRIVACY, "dateDue": "next week"}, 422, "dateDue"),
-    ({"courseId": PRIVACY, "acceptedTermsAndConditions": "yes"}, 422, "acceptedTermsAndConditions"),
-    ({"courseId": course_id(MULTI_SESSION_ILC)}, 422, "Multi-Session"),
-    ({"courseId": NOBODY}, 404, None),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "fragment"),
+    [
+        ({}, 422, "courseId"),
+        ({"courseId": "nope"}, 422, "Invalid format provided for courseId"),
+        ({"courseId": PRIVACY, "status": 13}, 422, "status"),
+        ({"courseId": PRIVACY, "status": "3"}, 422, "status"),
+        ({"courseId": PRIVACY, "score": "high"}, 422, "score"),
+        ({"courseId": PRIVACY, "dateDue": "next week"}, 422, "dateDue"),
+        ({"courseId": PRIVACY, "acceptedTermsAndConditions": "yes"}, 422, "acceptedTermsAndConditions"),
+        ({"courseId": course_id(MULTI_SESSION_ILC)}, 422, "Multi-Session"),
+        ({"courseId": NOBODY}, 404, None),
+    ],
+)
 def test_create_or_update_errors(module_api, body, status, fragment):
     user = unenrolled_pair(module_api, PRIVACY, start=60)
     before = module_api.get(f"/users/{user}/enrollments").json()["totalItems"]
@@ -105,8 +139,13 @@ def test_create_or_update_errors(module_api, body, status, fragment):
 def test_create_or_update_needs_a_json_object(module_api):
     user = unenrolled_pair(module_api, PRIVACY, start=70)
     assert_error(module_api.post(f"/users/{user}/enrollments"), 400)
-    assert_error(module_api.post(f"/users/{user}/enrollments", content=b"{oops",
-                                 headers={"content-type": "application/json"}), 400, contains="malformed")
+    assert_error(
+        module_api.post(
+            f"/users/{user}/enrollments", content=b"{oops", headers={"content-type": "application/json"}
+        ),
+        400,
+        contains="malformed",
+    )
     assert_error(module_api.post(f"/users/{user}/enrollments", json=[PRIVACY]), 400)
 
 
@@ -122,7 +161,11 @@ def test_unenroll_removes_and_refuses_unknown_ids_atomically(module_api):
 
 
 def test_unenroll_body_errors(module_api):
-    assert_error(module_api.post("/enrollments/unenroll", json=[]), 400, contains="Request requires at least 1 enrollment ID.")
+    assert_error(
+        module_api.post("/enrollments/unenroll", json=[]),
+        400,
+        contains="Request requires at least 1 enrollment ID.",
+    )
     assert_error(module_api.post("/enrollments/unenroll", json={"ids": []}), 400)
     assert_error(module_api.post("/enrollments/unenroll"), 400)
     assert_error(module_api.post("/enrollments/unenroll", json=["nope"]), 422, contains="Invalid format")
@@ -146,7 +189,9 @@ def test_user_enrollments_are_paged_and_filterable(module_api):
 def test_bulk_student_courses_accepts_repeated_keys_and_comma_lists(module_api):
     rows = module_api.get(f"/courses/{SAFETY}/enrollments", params={"_limit": 3}).json()["enrollments"]
     users = [r["userId"] for r in rows]
-    repeated = module_api.get("/bulk/studentcourses", params=[("userIds", u) for u in users] + [("courseIds", SAFETY)])
+    repeated = module_api.get(
+        "/bulk/studentcourses", params=[("userIds", u) for u in users] + [("courseIds", SAFETY)]
+    )
     comma = module_api.get("/bulk/studentcourses", params={"userIds": ",".join(users), "courseIds": SAFETY})
     assert repeated.status_code == comma.status_code == 200
     assert isinstance(repeated.json(), list)

@@ -29,8 +29,16 @@ def test_baseline_excludes_preprovisioned_and_the_api_user(sandbox, api, tmp_pat
     sample = rows[5]
     assert sample["email"] == by_id[sample["employee_id"]]["emailAddress"]
     assert {row["status"] for row in rows} == {"active", "leave", "terminated"}
-    assert {row["department"] for row in rows} <= {"Engineering", "Sales", "Marketing", "Finance", "Human Resources",
-                                                   "Operations", "Customer Support", "Legal"}
+    assert {row["department"] for row in rows} <= {
+        "Engineering",
+        "Sales",
+        "Marketing",
+        "Finance",
+        "Human Resources",
+        "Operations",
+        "Customer Support",
+        "Legal",
+    }
     assert all(row["manager_id"] in ids or row["manager_id"] == "" for row in rows)
     assert all(len(row["hire_date"]) == 10 for row in rows)
     assert all(row["termination_date"] for row in rows if row["status"] == "terminated")
@@ -44,8 +52,10 @@ def test_changes_mix_hires_movers_and_leavers(sandbox, tmp_path):
     assert 1 <= len(summary["new_people"]) <= 2 and set(summary["new_people"]) <= set(summary["hires"])
     assert all(h not in base and h in changed for h in summary["hires"])
     for mover in summary["movers"]:
-        assert (changed[mover]["department"], changed[mover]["location"]) != (base[mover]["department"],
-                                                                              base[mover]["location"])
+        assert (changed[mover]["department"], changed[mover]["location"]) != (
+            base[mover]["department"],
+            base[mover]["location"],
+        )
     for leaver in summary["leavers"]:
         assert changed[leaver]["status"] == "terminated" and changed[leaver]["termination_date"]
     again = export_hr_feed(sandbox.db_path, tmp_path / "again.csv", changes=12, seed=4)
@@ -60,6 +70,21 @@ def read_feed(sandbox, path, changes):
 
 def test_cli_writes_the_feed(sandbox, tmp_path):
     out = tmp_path / "cli.csv"
-    result = subprocess.run([sys.executable, "-m", "absorb_sandbox.cli", "hr-feed", "--db", sandbox.db_path,
-                             "--out", str(out), "--changes", "3"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "absorb_sandbox.cli",
+            "hr-feed",
+            "--db",
+            sandbox.db_path,
+            "--out",
+            str(out),
+            "--changes",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert '"hires"' in result.stdout and len(read(out)) > 150

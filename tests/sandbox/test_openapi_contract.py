@@ -16,8 +16,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +50,13 @@ def test_every_operation_conforms_to_its_schema(api_schema, auth_headers, contra
     assert len(operations) >= 32
     for operation in operations:
 
-        @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)
+        @settings(
+            max_examples=20,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
         @given(case=operation.as_strategy())
         def run(case):
             case.call_and_validate(headers=auth_headers, checks=CHECKS)
@@ -66,7 +76,9 @@ def test_the_document_lists_every_operation(api_schema, contract_server):
 
     document = httpx.get(f"{contract_server.base_url}/openapi.json").json()
     operations = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
-    assert len(operations) >= 26 + 6  # the 26 seed operations (plus alternative paths) and the user/course reads
+    assert (
+        len(operations) >= 26 + 6
+    )  # the 26 seed operations (plus alternative paths) and the user/course reads
     assert ("POST", "/enrollments/unenroll") in operations and ("GET", "/bulk/studentcourses") in operations
     enrollment = document["components"]["schemas"]["Enrollment"]["properties"]
     assert {"timeSpentTicks", "timeSpent", "isActive", "dateDue", "courseCollectionId"} <= set(enrollment)

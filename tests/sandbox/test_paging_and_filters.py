@@ -57,10 +57,13 @@ def test_deprecated_limit_offset_status_and_modified_since(api):
     assert page["limit"] == 5 and page["offset"] == 1 and page["returnedItems"] == 5
     complete = api.get(f"/courses/{CODE_OF_CONDUCT}/enrollments", params={"status": 3, "_limit": 1000}).json()
     assert complete["totalItems"] > 0 and {e["status"] for e in complete["enrollments"]} == {3}
-    everything = api.get(f"/courses/{CODE_OF_CONDUCT}/enrollments", params={"_limit": 1000}).json()["enrollments"]
+    everything = api.get(f"/courses/{CODE_OF_CONDUCT}/enrollments", params={"_limit": 1000}).json()[
+        "enrollments"
+    ]
     cutoff = sorted(e["dateEdited"] for e in everything)[len(everything) // 2]
-    recent = api.get(f"/courses/{CODE_OF_CONDUCT}/enrollments",
-                     params={"modifiedSince": cutoff, "_limit": 1000}).json()["enrollments"]
+    recent = api.get(
+        f"/courses/{CODE_OF_CONDUCT}/enrollments", params={"modifiedSince": cutoff, "_limit": 1000}
+    ).json()["enrollments"]
     assert recent and all(e["dateEdited"] >= cutoff for e in recent)
     assert len(recent) == sum(e["dateEdited"] >= cutoff for e in everything)
 
@@ -108,9 +111,13 @@ def test_filter_datetime_literals(api):
 
 
 def test_filter_and_or_not_and_parentheses(api):
-    both = filtered(api, "department eq 'x'".replace("department", "jobTitle") + " or externalId eq 'E000001'")
+    both = filtered(
+        api, "department eq 'x'".replace("department", "jobTitle") + " or externalId eq 'E000001'"
+    )
     assert [u["externalId"] for u in both] == ["E000001"]
-    combined = filtered(api, "(externalId eq 'E000001' or externalId eq 'E000002') and not (externalId eq 'E000002')")
+    combined = filtered(
+        api, "(externalId eq 'E000001' or externalId eq 'E000002') and not (externalId eq 'E000002')"
+    )
     assert [u["externalId"] for u in combined] == ["E000001"]
 
 
@@ -118,15 +125,19 @@ def test_filter_string_functions(api):
     everyone = all_users(api)
     managers = [u for u in everyone if u["jobTitle"] == "Manager"]
     assert len(filtered(api, "substringof('anag',jobTitle)")) == len(
-        [u for u in everyone if u["jobTitle"] and "anag" in u["jobTitle"].lower()])
+        [u for u in everyone if u["jobTitle"] and "anag" in u["jobTitle"].lower()]
+    )
     assert len(filtered(api, "startswith(jobTitle,'Mana')")) == len(
-        [u for u in everyone if (u["jobTitle"] or "").lower().startswith("mana")])
+        [u for u in everyone if (u["jobTitle"] or "").lower().startswith("mana")]
+    )
     assert len(filtered(api, "endswith(username,'@example.com')")) == len(
-        [u for u in everyone if u["username"].endswith("@example.com")])
+        [u for u in everyone if u["username"].endswith("@example.com")]
+    )
     assert len(filtered(api, "tolower(jobTitle) eq 'manager'")) == len(managers)
     assert len(filtered(api, "toupper(jobTitle) eq 'MANAGER'")) == len(managers)
     assert filtered(api, "startswith(jobTitle,'Mana') eq false") == [
-        u for u in everyone if not (u["jobTitle"] or "").lower().startswith("mana")]
+        u for u in everyone if not (u["jobTitle"] or "").lower().startswith("mana")
+    ]
 
 
 def test_filter_escapes_quotes_and_like_wildcards(api):
@@ -135,7 +146,9 @@ def test_filter_escapes_quotes_and_like_wildcards(api):
 
 
 def test_sort_ascending_descending_and_multiple(api):
-    names = [u["lastName"] for u in api.get("/users", params={"_sort": "lastName", "_limit": 1000}).json()["users"]]
+    names = [
+        u["lastName"] for u in api.get("/users", params={"_sort": "lastName", "_limit": 1000}).json()["users"]
+    ]
     assert names == sorted(names)
     people = api.get("/users", params={"_sort": "-lastName,externalId", "_limit": 1000}).json()["users"]
     keys = [(p["lastName"], p["externalId"] or "") for p in people]
@@ -145,11 +158,22 @@ def test_sort_ascending_descending_and_multiple(api):
             assert before[1] <= after[1]
 
 
-@pytest.mark.parametrize("expression", [
-    "externalId eq", "externalId eq 'unterminated", "(externalId eq 'E1'", "nosuchfield eq 1",
-    "externalId eq guid'not-a-guid'", "dateHired ge datetime'yesterday'", "activeStatus eq 'abc'",
-    "length(username) eq 3", "substringof(1, username)", "externalId in ('a','b')", "x" * 5000,
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "externalId eq",
+        "externalId eq 'unterminated",
+        "(externalId eq 'E1'",
+        "nosuchfield eq 1",
+        "externalId eq guid'not-a-guid'",
+        "dateHired ge datetime'yesterday'",
+        "activeStatus eq 'abc'",
+        "length(username) eq 3",
+        "substringof(1, username)",
+        "externalId in ('a','b')",
+        "x" * 5000,
+    ],
+)
 def test_bad_filters_are_422_never_500(api, expression):
     assert_error(api.get("/users", params={"_filter": expression}), 422)
 

@@ -44,23 +44,40 @@ def test_stats_count_requests_routes_statuses_and_writes(fresh_sandbox, fresh_ap
     fresh_api.post("/enrollments/unenroll", json=[])
     stats = fresh_sandbox.stats()
     assert stats["total_requests"] == 4 and stats["write_calls"] == 1 and stats["authenticate_calls"] == 0
-    assert stats["by_route"] == {"GET /courses": 1, "GET /courses/{courseId}/enrollments": 1,
-                                 "GET /enrollments/{id}": 1, "POST /enrollments/unenroll": 1}
+    assert stats["by_route"] == {
+        "GET /courses": 1,
+        "GET /courses/{courseId}/enrollments": 1,
+        "GET /enrollments/{id}": 1,
+        "POST /enrollments/unenroll": 1,
+    }
     assert stats["by_status"] == {"200": 2, "422": 1, "400": 1}
 
 
 def test_progress_advances_and_completes_deterministically(tmp_path):
     results = []
     for name in ("a", "b"):
-        with SandboxServer(db_path=tmp_path / f"{name}.db", seed="small") as server, make_client(server) as api:
-            open_before = api.get(f"/courses/{SAFETY}/enrollments",
-                                  params={"_filter": "isActive eq true and status le 1", "_limit": 1000}).json()
+        with (
+            SandboxServer(db_path=tmp_path / f"{name}.db", seed="small") as server,
+            make_client(server) as api,
+        ):
+            open_before = api.get(
+                f"/courses/{SAFETY}/enrollments",
+                params={"_filter": "isActive eq true and status le 1", "_limit": 1000},
+            ).json()
             counts = server.progress(fraction=0.5, seed=3)
             assert counts["advanced"] > 0 and counts["completed"] > 0
-            rows = api.get(f"/courses/{SAFETY}/enrollments", params={"_limit": 1000, "_sort": "id"}).json()["enrollments"]
+            rows = api.get(f"/courses/{SAFETY}/enrollments", params={"_limit": 1000, "_sort": "id"}).json()[
+                "enrollments"
+            ]
             results.append((counts, [(r["id"], r["status"], r["progress"]) for r in rows]))
-            completed = [r for r in rows if r["id"] in {e["id"] for e in open_before["enrollments"]} and r["status"] == 3]
-            assert all(r["dateCompleted"] and r["progress"] == 100 and r["score"] is not None for r in completed)
+            completed = [
+                r
+                for r in rows
+                if r["id"] in {e["id"] for e in open_before["enrollments"]} and r["status"] == 3
+            ]
+            assert all(
+                r["dateCompleted"] and r["progress"] == 100 and r["score"] is not None for r in completed
+            )
     assert results[0] == results[1]
 
 

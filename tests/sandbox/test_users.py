@@ -12,7 +12,10 @@ def test_seeded_organisation_matches_the_contract(api):
     users = api.get("/users", params={"_limit": 1000}).json()["users"]
     people = [u for u in users if u["externalId"]]
     assert 180 <= len(people) <= 230
-    assert all(u["externalId"][0] == "E" and len(u["externalId"]) == 7 and u["externalId"][1:].isdigit() for u in people)
+    assert all(
+        u["externalId"][0] == "E" and len(u["externalId"]) == 7 and u["externalId"][1:].isdigit()
+        for u in people
+    )
     assert all(u["id"] == user_id(u["externalId"]) for u in people)
     assert len({u["username"] for u in users}) == len(users)
     assert all(u["username"].endswith("@example.com") for u in people)
@@ -32,13 +35,26 @@ def test_get_user_and_errors(api):
 
 
 def test_upsert_creates_then_matches_on_external_id(fresh_api):
-    body = {"username": "new.person@example.com", "firstName": "New", "lastName": "Person", "externalId": "E900001",
-            "departmentId": department_id("Legal"), "jobTitle": "Paralegal", "dateHired": "2026-12-01"}
+    body = {
+        "username": "new.person@example.com",
+        "firstName": "New",
+        "lastName": "Person",
+        "externalId": "E900001",
+        "departmentId": department_id("Legal"),
+        "jobTitle": "Paralegal",
+        "dateHired": "2026-12-01",
+    }
     created = fresh_api.post("/users", json=body)
     assert created.status_code == 201
     user = created.json()
-    assert user["externalId"] == "E900001" and user["activeStatus"] == 0 and user["dateHired"].startswith("2026-12-01")
-    renamed = fresh_api.post("/users", json={**body, "username": "renamed@example.com", "jobTitle": "Counsel"})
+    assert (
+        user["externalId"] == "E900001"
+        and user["activeStatus"] == 0
+        and user["dateHired"].startswith("2026-12-01")
+    )
+    renamed = fresh_api.post(
+        "/users", json={**body, "username": "renamed@example.com", "jobTitle": "Counsel"}
+    )
     assert renamed.status_code == 200 and renamed.json()["id"] == user["id"]
     assert renamed.json()["username"] == "renamed@example.com" and renamed.json()["jobTitle"] == "Counsel"
     same = fresh_api.post("/users", json={**body, "username": "renamed@example.com", "jobTitle": "Counsel"})
@@ -52,26 +68,38 @@ def test_update_deactivates_and_validates(fresh_api):
     updated = fresh_api.put(f"/users/{user['id']}", json={"activeStatus": 1, "dateTerminated": "2026-11-01"})
     assert updated.status_code == 200 and updated.json()["activeStatus"] == 1
     assert fresh_api.get(f"/users/{user['id']}").json()["activeStatus"] == 1
-    assert_error(fresh_api.put(f"/users/{user['id']}", json={"activeStatus": 2}), 422, contains="activeStatus")
+    assert_error(
+        fresh_api.put(f"/users/{user['id']}", json={"activeStatus": 2}), 422, contains="activeStatus"
+    )
     assert_error(fresh_api.put(f"/users/{user['id']}", json={"departmentId": str(uuid.UUID(int=3))}), 422)
     assert_error(fresh_api.put(f"/users/{user['id']}", json={"supervisorId": user["id"]}), 422)
-    assert_error(fresh_api.put(f"/users/{user['id']}", json={"username": person(fresh_api, "E000021")["username"]}),
-                 422, contains="username")
+    assert_error(
+        fresh_api.put(f"/users/{user['id']}", json={"username": person(fresh_api, "E000021")["username"]}),
+        422,
+        contains="username",
+    )
     assert_error(fresh_api.put(f"/users/{uuid.UUID(int=3)}", json={"activeStatus": 1}), 404)
-    assert_error(fresh_api.put(f"/users/{user['id']}", content=b"[", headers={"content-type": "application/json"}), 400)
+    assert_error(
+        fresh_api.put(f"/users/{user['id']}", content=b"[", headers={"content-type": "application/json"}), 400
+    )
 
 
 def test_upsert_errors(fresh_api):
     assert_error(fresh_api.post("/users", json={"username": "x@example.com"}), 422, contains="firstName")
     assert_error(fresh_api.post("/users", json={"username": 5, "firstName": "a", "lastName": "b"}), 422)
-    assert_error(fresh_api.post("/users", json={"username": "y", "firstName": "a", "lastName": "b", "dateHired": "x"}), 422)
+    assert_error(
+        fresh_api.post("/users", json={"username": "y", "firstName": "a", "lastName": "b", "dateHired": "x"}),
+        422,
+    )
     assert_error(fresh_api.post("/users", json=[]), 400)
 
 
 def test_upload_reports_each_line(fresh_api):
-    rows = [{"username": "u1@example.com", "firstName": "U", "lastName": "One", "externalId": "E900101"},
-            {"username": "u2@example.com"},
-            {"externalId": "E000030", "jobTitle": "Controller"}]
+    rows = [
+        {"username": "u1@example.com", "firstName": "U", "lastName": "One", "externalId": "E900101"},
+        {"username": "u2@example.com"},
+        {"externalId": "E000030", "jobTitle": "Controller"},
+    ]
     results = fresh_api.post("/users/upload", json=rows).json()
     assert [r["status"] for r in results] == [201, 422, 200]
     assert results[1]["error"] and results[2]["id"] == user_id("E000030")
@@ -81,8 +109,13 @@ def test_upload_reports_each_line(fresh_api):
 
 def test_dates_before_year_1000_keep_their_four_digit_year(fresh_api):
     """Found by the schemathesis run: glibc's strftime does not zero-pad such years."""
-    body = {"username": "ancient.date@example.com", "firstName": "Old", "lastName": "Date", "externalId": "E900751",
-            "dateHired": "0751-09-11T07:50:33Z"}
+    body = {
+        "username": "ancient.date@example.com",
+        "firstName": "Old",
+        "lastName": "Date",
+        "externalId": "E900751",
+        "dateHired": "0751-09-11T07:50:33Z",
+    }
     created = fresh_api.post("/users", json=body)
     assert created.status_code == 201
     assert created.json()["dateHired"] == "0751-09-11T07:50:33.000000Z"
