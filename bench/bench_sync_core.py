@@ -17,6 +17,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from absorb_sync.feed import CANONICAL_COLUMNS
+
 PEOPLE = 50_000
 TARGET_SECONDS = 60.0
 EXPORT_ROWS = 200_000
@@ -39,21 +41,7 @@ TITLES = ("Manager", "Analyst", "Software Engineer", "Director of Sales", "Accou
 def write_feed(path: Path, today, rng: random.Random) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(
-            [
-                "employee_id",
-                "first_name",
-                "last_name",
-                "email",
-                "department",
-                "job_title",
-                "location",
-                "manager_id",
-                "hire_date",
-                "termination_date",
-                "status",
-            ]
-        )
+        writer.writerow(CANONICAL_COLUMNS)
         for n in range(1, PEOPLE + 1):
             hire = today - timedelta(days=rng.randint(-20, 3000))
             roll = rng.random()
