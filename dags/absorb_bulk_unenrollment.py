@@ -20,11 +20,10 @@ Idempotent: a second run finds nothing to remove. Outputs:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
+from absorb_sync.dag_defaults import API_TASK, DEFAULT_ARGS, connection_and_output_params
 from airflow.sdk import Param, dag, task
-
-API_TASK = {"pool": "absorb_api"}
 
 PARAMS = {
     "people": Param(
@@ -78,15 +77,7 @@ PARAMS = {
     "override_reason": Param(
         None, type=["null", "string"], title="Override reason", description="Recorded in the report."
     ),
-    "absorb_conn_id": Param(
-        "absorb_default", type="string", title="Absorb connection", description="Airflow connection id."
-    ),
-    "output_root": Param(
-        None,
-        type=["null", "string"],
-        title="Output root",
-        description="Where run folders go (default: env ABSORB_OUTPUT_ROOT, else var/output).",
-    ),
+    **connection_and_output_params(),
 }
 
 
@@ -98,12 +89,7 @@ PARAMS = {
     doc_md=__doc__,
     tags=["absorb", "enrollments", "unenrollment"],
     params=PARAMS,
-    default_args={
-        "owner": "hr-integration",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": 2.0,
-    },
+    default_args=DEFAULT_ARGS,
 )
 def absorb_bulk_unenrollment():
     @task(**API_TASK)

@@ -20,12 +20,12 @@ Outputs: `{output_root}/absorb_completion_export/{run_id}/`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
+from absorb_sync.dag_defaults import API_TASK, DEFAULT_ARGS, connection_and_output_params
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
 
 COMPLETIONS = Asset("absorb://completions")
-API_TASK = {"pool": "absorb_api"}
 
 PARAMS = {
     "full_export": Param(
@@ -74,15 +74,7 @@ PARAMS = {
         title="Completed drop tolerance (%)",
         description="Full exports fail when the completed count drops more than this versus the last full export.",
     ),
-    "absorb_conn_id": Param(
-        "absorb_default", type="string", title="Absorb connection", description="Airflow connection id."
-    ),
-    "output_root": Param(
-        None,
-        type=["null", "string"],
-        title="Output root",
-        description="Where run folders go (default: env ABSORB_OUTPUT_ROOT, else var/output).",
-    ),
+    **connection_and_output_params(),
 }
 
 
@@ -95,12 +87,7 @@ PARAMS = {
     doc_md=__doc__,
     tags=["absorb", "completions", "export"],
     params=PARAMS,
-    default_args={
-        "owner": "hr-integration",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": 2.0,
-    },
+    default_args=DEFAULT_ARGS,
 )
 def absorb_completion_export():
     @task(**API_TASK)

@@ -24,14 +24,14 @@ the next run's drift check only after a successful apply (a dry run moves nothin
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
+from absorb_sync.dag_defaults import API_TASK, DEFAULT_ARGS, connection_and_output_params
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
 PROJECT = Path(__file__).resolve().parents[1]
-API_TASK = {"pool": "absorb_api"}
 GATE_TASK = {"retries": 0}  # a gate's verdict does not change on retry
 
 PARAMS = {
@@ -98,15 +98,7 @@ PARAMS = {
         title="Create missing users",
         description="Create Absorb users for active people not found by employee id (off: only reported).",
     ),
-    "absorb_conn_id": Param(
-        "absorb_default", type="string", title="Absorb connection", description="Airflow connection id."
-    ),
-    "output_root": Param(
-        None,
-        type=["null", "string"],
-        title="Output root",
-        description="Where run folders go (default: env ABSORB_OUTPUT_ROOT, else var/output).",
-    ),
+    **connection_and_output_params(),
 }
 
 
@@ -119,12 +111,7 @@ PARAMS = {
     doc_md=__doc__,
     tags=["absorb", "hr", "enrollments"],
     params=PARAMS,
-    default_args={
-        "owner": "hr-integration",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": 2.0,
-    },
+    default_args=DEFAULT_ARGS,
 )
 def absorb_hr_enrollment_sync():
     @task(**GATE_TASK)
