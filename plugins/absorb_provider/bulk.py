@@ -87,11 +87,14 @@ def run_bulk(
     on_error: Callable[[Any, BaseException], list[dict[str, Any]]],
     weight: Callable[[Any], int] = lambda _item: 1,
     progress_interval: float = 10.0,
+    on_outcomes: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> BulkResult:
     """Runs ``work`` on each item with at most ``concurrency`` in flight; never lets one error stop the rest.
 
     ``work`` returns the outcome rows of one unit (an enrollment, or a batch of unenrollments);
     an exception becomes the rows ``on_error`` builds. Rows come back in input order.
+    ``on_outcomes`` sees each unit's rows as soon as they are known (in this thread, so a caller
+    can journal them durably before the next unit settles).
     """
     started = time.monotonic()
     progress = Progress(label, sum(weight(item) for item in items), progress_interval)
@@ -103,6 +106,8 @@ def run_bulk(
         except Exception as exc:  # one bad item must not hide the rest
             rows = on_error(items[index], exc)
         slots[index] = rows
+        if on_outcomes is not None:
+            on_outcomes(rows)
         progress.advance(len(rows), sum(1 for row in rows if row["outcome"] == "failed"))
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="absorb-bulk") as pool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from functools import cached_property
@@ -478,7 +478,12 @@ class AbsorbHook(BaseHook):
 
     # --- bulk writes ----------------------------------------------------------------------------
 
-    def bulk_enroll(self, items: Iterable[dict], progress_interval: float = 10.0) -> BulkResult:
+    def bulk_enroll(
+        self,
+        items: Iterable[dict],
+        progress_interval: float = 10.0,
+        on_outcomes: Callable[[list[dict]], None] | None = None,
+    ) -> BulkResult:
         """Applies many enrollments concurrently (rate-limited); one outcome per item, in order.
 
         Each item: ``{"user_id", "course_id", "due_date": "YYYY-MM-DD" | None, "re_enroll": bool,
@@ -495,6 +500,7 @@ class AbsorbHook(BaseHook):
             concurrency=self.settings.max_concurrency,
             on_error=lambda item, exc: [_outcome(item, "failed", error=_describe(exc))],
             progress_interval=progress_interval,
+            on_outcomes=on_outcomes,
         )
 
     def _known_enrollments(self, items: list[dict]) -> dict[tuple[str, str], dict | None]:
@@ -535,7 +541,11 @@ class AbsorbHook(BaseHook):
         return known
 
     def bulk_unenroll(
-        self, enrollment_ids: Iterable[str], batch_size: int = 200, progress_interval: float = 10.0
+        self,
+        enrollment_ids: Iterable[str],
+        batch_size: int = 200,
+        progress_interval: float = 10.0,
+        on_outcomes: Callable[[list[dict]], None] | None = None,
     ) -> BulkResult:
         """Unenrolls in batches through ``POST /enrollments/unenroll``; a refused batch is split
         until the refused ids are isolated, so one bad id does not fail its neighbours."""
@@ -551,6 +561,7 @@ class AbsorbHook(BaseHook):
             on_error=lambda batch, exc: [_unenroll_outcome(i, "failed", _describe(exc)) for i in batch],
             weight=len,
             progress_interval=progress_interval,
+            on_outcomes=on_outcomes,
         )
         result.outcomes.extend(
             _unenroll_outcome(raw, "failed", "enrollment id is not a GUID") for raw in invalid
