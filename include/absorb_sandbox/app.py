@@ -371,18 +371,16 @@ def _add_enrollment_routes(app: FastAPI, sandbox: Sandbox) -> None:
         tags=["Enrollments"],
         response_model=list[models.Enrollment],
         responses=ERRORS(400, 401, 422),
+        openapi_extra=models.bulk_student_courses_doc(),
     )
-    async def bulk_student_courses(
-        request: Request,
-        userIds: Annotated[list[str] | None, Query()] = None,
-        courseIds: Annotated[list[str] | None, Query()] = None,
-    ):
+    async def bulk_student_courses(request: Request):
         """#14 List course enrollments for bulk user list (repeated keys or comma lists)."""
 
-        def split(values):
-            return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+        def split(name: str) -> list[str]:
+            values = request.query_params.getlist(name)
+            return [v.strip() for raw in values for v in raw.split(",") if v.strip()]
 
-        return _json(sandbox.bulk_student_courses(split(userIds), split(courseIds)))
+        return _json(sandbox.bulk_student_courses(split("userIds"), split("courseIds")))
 
     @app.get(
         "/myenrollments",

@@ -11,8 +11,22 @@ Fault spec (``--faults`` and ``POST /_sandbox/faults``): comma-separated ``key=v
 - ``drop``: probability of closing the connection without any response.
 - ``latency``: probability of adding a delay, ``PROB:DURATION`` (``200ms``, ``1.5s``, plain = ms).
 
+The faults above strike *before* the request is processed: nothing was applied. Two more strike
+*after*, on API writes only (POST/PUT/DELETE/PATCH, not ``/authenticate``), to simulate "Absorb
+applied it but the answer never came back":
+
+- ``lost``: probability of processing the write (its change is committed), then closing the
+  connection without any response.
+- ``lost5xx``: probability of processing the write, then answering 502 or 503 instead of its
+  real answer.
+
+They are drawn from their own RNG (seeded by ``seed`` too) only for writes that no earlier fault
+stopped, so adding them does not change the sequence of the other faults. ``/_sandbox/stats``
+counts every injected fault under ``injected`` (``error``/``429``/``drop``/``lost``/``lost5xx``);
+a lost write also counts under ``by_status`` as ``dropped`` or as the status it was answered with.
+
 The JSON form of the admin call takes the same keys: ``{"seed": 7, "error": 0.1, "429": 0.05,
-"drop": 0.02, "latency": 0.05, "latency_ms": 200}``, or ``{"spec": "seed=7,error=0.1"}``;
+"drop": 0.02, "latency": 0.05, "latency_ms": 200, "lost": 0.3, "lost5xx": 0.1}``, or ``{"spec": "seed=7,error=0.1"}``;
 ``{}`` or ``"off"`` turns faults off. Faults never apply to ``/_sandbox/*``.
 """
 
@@ -37,10 +51,19 @@ class FaultSpec:
     drop: float = 0.0
     latency: float = 0.0
     latency_ms: float = 0.0
+    lost: float = 0.0  # writes: applied, then the connection is closed without an answer
+    lost5xx: float = 0.0  # writes: applied, then answered 502/503
 
     @property
     def active(self) -> bool:
-        return bool(self.error or self.drop or self.latency or any(self.status_probabilities.values()))
+        return bool(
+            self.error
+            or self.drop
+            or self.latency
+            or self.lost
+            or self.lost5xx
+            or any(self.status_probabilities.values())
+        )
 
     def describe(self) -> dict:
         data = asdict(self)
@@ -98,6 +121,7 @@ def parse_spec(spec: str | dict | None) -> FaultSpec:
     if text.lower() in ("", "off", "none"):
         return FaultSpec()
     seed, error, drop, latency, latency_ms = 0, 0.0, 0.0, 0.0, 0.0
+    lost, lost5xx = 0.0, 0.0
     statuses: dict[int, float] = {}
     for part in text.split(","):
         if not part.strip():
@@ -115,6 +139,10 @@ def parse_spec(spec: str | dict | None) -> FaultSpec:
             error = _probability(key, value)
         elif key == "drop":
             drop = _probability(key, value)
+        elif key == "lost":
+            lost = _probability(key, value)
+        elif key == "lost5xx":
+            lost5xx = _probability(key, value)
         elif key in {str(s) for s in FAULT_STATUSES}:
             statuses[int(key)] = _probability(key, value)
         elif key == "latency":
@@ -122,10 +150,14 @@ def parse_spec(spec: str | dict | None) -> FaultSpec:
             latency = _probability(key, probability)
             latency_ms = _duration_ms(duration or "100ms")
         else:
-            raise FaultSpecError(f"unknown fault {key!r}; use seed, error, 429, 500, 502, 503, drop, latency")
+            raise FaultSpecError(
+                f"unknown fault {key!r}; use seed, error, 429, 500, 502, 503, drop, latency, lost, lost5xx"
+            )
     if error + drop + sum(statuses.values()) > 1.0:
         raise FaultSpecError("fault probabilities (error, status codes, drop) add up to more than 1")
-    return FaultSpec(seed, statuses, error, drop, latency, latency_ms)
+    if lost + lost5xx > 1.0:
+        raise FaultSpecError("fault probabilities lost and lost5xx add up to more than 1")
+    return FaultSpec(seed, statuses, error, drop, latency, latency_ms, lost, lost5xx)
 
 
 @dataclass(frozen=True)
@@ -133,6 +165,21 @@ class FaultDecision:
     status: int | None = None
     drop: bool = False
     delay_seconds: float = 0.0
+    lost: bool = False  # apply the write, then close the connection without answering
+    lost_status: int | None = None  # apply the write, then answer this 5xx instead
+
+    @property
+    def kind(self) -> str | None:
+        """The injected fault's name for the stats (``None``: no fault, or latency only)."""
+        if self.lost:
+            return "lost"
+        if self.lost_status is not None:
+            return "lost5xx"
+        if self.drop:
+            return "drop"
+        if self.status == 429:
+            return "429"
+        return "error" if self.status is not None else None
 
 
 NO_FAULT = FaultDecision()
@@ -149,8 +196,26 @@ class FaultInjector:
         with self._lock:
             self.spec = spec
             self._rng = random.Random(spec.seed)
+            self._lost_rng = random.Random(f"lost:{spec.seed}")
 
-    def decide(self) -> FaultDecision:
+    def decide(self, write: bool = False) -> FaultDecision:
+        """The decision for the next request; ``write``: an API write (``lost``/``lost5xx`` apply)."""
+        decision = self._decide_before()
+        spec = self.spec
+        if not write or not (spec.lost or spec.lost5xx) or decision.drop or decision.status is not None:
+            return decision
+        with self._lock:
+            lost_roll = self._lost_rng.random()
+            code_roll = self._lost_rng.random()
+        if lost_roll < spec.lost:
+            return FaultDecision(delay_seconds=decision.delay_seconds, lost=True)
+        if lost_roll < spec.lost + spec.lost5xx:
+            return FaultDecision(
+                delay_seconds=decision.delay_seconds, lost_status=(502, 503)[code_roll >= 0.5]
+            )
+        return decision
+
+    def _decide_before(self) -> FaultDecision:
         spec = self.spec
         if not spec.active:
             return NO_FAULT

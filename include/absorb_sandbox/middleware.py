@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -25,9 +26,17 @@ WRITE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 MAX_BODY_BYTES = 1024 * 1024
 ABORT_EXTENSION = "absorb_sandbox.abort"
 
+log = logging.getLogger("absorb_sandbox")
+
 
 class Stats:
-    """Request counters for ``GET /_sandbox/stats``."""
+    """Request counters for ``GET /_sandbox/stats``.
+
+    ``by_status`` counts what the client got (``dropped``: the connection was closed without an
+    answer, by an injected ``drop``/``lost`` fault); ``injected`` counts the injected faults by
+    kind; ``internal_errors`` counts requests the sandbox itself failed on (an uncaught
+    exception, answered 500): each is a sandbox defect, never an injected fault.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -38,10 +47,21 @@ class Stats:
             self.total_requests = 0
             self.authenticate_calls = 0
             self.write_calls = 0
+            self.internal_errors = 0
             self.by_route: Counter[str] = Counter()
             self.by_status: Counter[str] = Counter()
+            self.injected: Counter[str] = Counter()
 
-    def record(self, method: str, path: str, template: str, status: int | None) -> None:
+    def record(
+        self,
+        method: str,
+        path: str,
+        template: str,
+        status: int | None,
+        *,
+        fault: str | None = None,
+        internal_error: bool = False,
+    ) -> None:
         with self._lock:
             self.total_requests += 1
             if path == AUTHENTICATE_PATH:
@@ -50,6 +70,10 @@ class Stats:
                 self.write_calls += 1
             self.by_route[f"{method} {template}"] += 1
             self.by_status["dropped" if status is None else str(status)] += 1
+            if fault:
+                self.injected[fault] += 1
+            if internal_error:
+                self.internal_errors += 1
 
     def snapshot(self) -> dict:
         with self._lock:
@@ -57,8 +81,10 @@ class Stats:
                 "total_requests": self.total_requests,
                 "authenticate_calls": self.authenticate_calls,
                 "write_calls": self.write_calls,
+                "internal_errors": self.internal_errors,
                 "by_route": dict(self.by_route),
                 "by_status": dict(self.by_status),
+                "injected": dict(self.injected),
             }
 
 
@@ -109,6 +135,7 @@ class SandboxMiddleware:
             return
         method = scope["method"]
         status_box: list[int] = []
+        outcome: dict = {"fault": None, "internal_error": False}
 
         async def recording_send(message):
             if message["type"] == "http.response.start":
@@ -116,10 +143,27 @@ class SandboxMiddleware:
             await send(message)
 
         try:
-            await self._handle(scope, receive, recording_send, path, method)
+            await self._handle(scope, receive, recording_send, path, method, outcome)
+        except ConnectionAbortedError:  # an injected drop where the server offers no abort
+            raise
+        except Exception:
+            # The sandbox's own failure (a defect, not a fault): answered 500 with Absorb's body
+            # when nothing was sent yet, and counted apart from injected drops.
+            outcome["internal_error"] = True
+            log.exception("sandbox internal error on %s %s", method, path)
+            if status_box:
+                raise
+            await _send_error(recording_send, 500, "Internal error in the sandbox.")
         finally:
             template = self._template(scope)
-            self.stats.record(method, path, template, status_box[0] if status_box else None)
+            self.stats.record(
+                method,
+                path,
+                template,
+                status_box[0] if status_box else None,
+                fault=outcome["fault"],
+                internal_error=outcome["internal_error"],
+            )
 
     def _template(self, scope) -> str:
         route = scope.get("route")
@@ -127,8 +171,9 @@ class SandboxMiddleware:
             return route.path_format
         return self.route_template(scope)
 
-    async def _handle(self, scope, receive, send, path: str, method: str) -> None:
-        decision = self.faults.decide()
+    async def _handle(self, scope, receive, send, path: str, method: str, outcome: dict) -> None:
+        decision = self.faults.decide(write=method in WRITE_METHODS and path != AUTHENTICATE_PATH)
+        outcome["fault"] = decision.kind
         if decision.delay_seconds:
             await asyncio.sleep(decision.delay_seconds)
         if decision.drop:
@@ -168,7 +213,25 @@ class SandboxMiddleware:
                 )
                 return
             scope.setdefault("state", {})["username"] = session.username
+        if decision.lost or decision.lost_status is not None:
+            await self._apply_then_lose(scope, receive, send, decision)
+            return
         await self.app(scope, _limited_receive(receive), send)
+
+    async def _apply_then_lose(self, scope, receive, send, decision) -> None:
+        """Runs the write to completion (its change is committed), throws its answer away, then
+        closes the connection (``lost``) or answers 502/503 (``lost5xx``)."""
+
+        async def discard(_message) -> None:
+            return None
+
+        await self.app(scope, _limited_receive(receive), discard)
+        if decision.lost:
+            await self._drop(scope)
+            return
+        await _send_error(
+            send, decision.lost_status, "Bad gateway (injected fault after the write was applied)."
+        )
 
     @staticmethod
     async def _drop(scope) -> None:

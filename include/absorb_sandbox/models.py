@@ -327,6 +327,43 @@ def status_doc() -> dict:
     }
 
 
+LIMIT_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 1000}
+OFFSET_SCHEMA = {"type": "integer", "minimum": 0, "maximum": 65535}
+GUID_LIST_SCHEMA = {
+    "type": "array",
+    "items": {"type": "string", "format": "uuid"},
+    "minItems": 1,
+    "maxItems": 1000,
+}
+
+
+def bulk_student_courses_doc() -> dict:
+    """``/bulk/studentcourses``: 1-1000 user ids (required) and up to 1000 course ids; repeated
+    keys or comma-separated lists."""
+    return {
+        "parameters": [
+            {
+                "name": "userIds",
+                "in": "query",
+                "required": True,
+                "schema": GUID_LIST_SCHEMA,
+                "style": "form",
+                "explode": True,
+                "description": "User ids (1-1000): repeated keys or a comma-separated list.",
+            },
+            {
+                "name": "courseIds",
+                "in": "query",
+                "required": False,
+                "schema": GUID_LIST_SCHEMA,
+                "style": "form",
+                "explode": True,
+                "description": "Course ids (up to 1000) to narrow the result.",
+            },
+        ]
+    }
+
+
 def paging_doc(deprecated: bool = False, status: bool = True) -> dict:
     params = [
         _param(
@@ -337,14 +374,14 @@ def paging_doc(deprecated: bool = False, status: bool = True) -> dict:
             "true/false, null.",
         ),
         _param("_sort", {"type": "string"}, "Comma-separated fields; prefix '-' for descending."),
-        _param("_limit", {"type": "string", "pattern": r"^\d+$"}, "Page size, 1-1000 (default 20)."),
-        _param("_offset", {"type": "string", "pattern": r"^\d+$"}, "Page index (0 = first page), max 65535."),
+        _param("_limit", LIMIT_SCHEMA, "Page size, 1-1000 (default 20); outside: 422."),
+        _param("_offset", OFFSET_SCHEMA, "Page index (0 = first page), 0-65535; outside: 422."),
     ]
     if status:
         params += status_doc()["parameters"]
     if deprecated:
         params += [
-            _param("limit", {"type": "string", "pattern": r"^\d+$"}, "(Deprecated) Page size.", True),
-            _param("offset", {"type": "string", "pattern": r"^\d+$"}, "(Deprecated) Page index.", True),
+            _param("limit", LIMIT_SCHEMA, "(Deprecated) Page size, 1-1000.", True),
+            _param("offset", OFFSET_SCHEMA, "(Deprecated) Page index, 0-65535.", True),
         ]
     return {"parameters": params}

@@ -41,6 +41,9 @@ SETTABLE_FIELDS = {
     "score": ("score", "number"),
     "dateDue": ("date_due", "datetime"),
 }
+# Settable fields whose column is NOT NULL: a JSON null means "not given" (the create default,
+# or unchanged on update) rather than a NULL that the store would refuse.
+NULL_MEANS_ABSENT = frozenset({"acceptedTermsAndConditions"})
 
 
 def check_guid(value: str, name: str) -> str:
@@ -262,8 +265,8 @@ class Sandbox:
         return self.one(res.ENROLLMENTS, where, [user_id, course_id], "Enrollment", request)
 
     def bulk_student_courses(self, user_ids: list[str], course_ids: list[str]) -> list[dict]:
-        if not user_ids and not course_ids:
-            raise ApiError(400, "Request requires at least one userId or courseId.")
+        if not user_ids:
+            raise ApiError(400, "Request requires at least 1 user ID (userIds).", meta={"field": "userIds"})
         if len(user_ids) > 1000 or len(course_ids) > 1000:
             raise ApiError(422, "At most 1000 userIds and 1000 courseIds per request.")
         users = [check_guid(u, "userIds") for u in user_ids]
@@ -525,7 +528,7 @@ def validate_settable(body: dict) -> dict:
         if value is None:
             if key == "status":
                 problems.append("status cannot be null.")
-            else:
+            elif key not in NULL_MEANS_ABSENT:
                 values[key] = None
             continue
         try:
