@@ -124,7 +124,13 @@ class AbsorbClient:
         self.retry = retry or RetryPolicy()
         self.limiter = RateLimiter(settings.requests_per_second)
         self.session = self._new_session(settings.max_concurrency)
-        self.tokens: TokenManager = shared_manager(settings.identity, settings.key_material(), self.login)
+        self.tokens: TokenManager = shared_manager(
+            settings.identity,
+            settings.key_material(),
+            self.login,
+            username=settings.username,
+            max_takeovers=settings.max_token_takeovers,
+        )
         self._stats_lock = threading.Lock()
         self.request_count = 0
         self.retry_count = 0
@@ -252,14 +258,18 @@ class AbsorbClient:
         state.setdefault("ambiguous", False)
         params = {k: v for k, v in (params or {}).items() if v is not None}
         token = self.tokens.current()
-        for auth_attempt in range(3):
+        # Every 401 goes to the token manager: it adopts a newer token, refreshes an expired one,
+        # or - for a token replaced moments after login - waits, and at its take-over limit raises
+        # AbsorbTokenContentionError. The bound here only guards against a manager that never does.
+        auth_attempts = max(3, self.tokens.max_takeovers + 2)
+        for auth_attempt in range(auth_attempts):
             headers = {"x-api-key": self.settings.private_key, "Authorization": f"Bearer {token.value}"}
             response = self._send_with_retries(
                 method, path, params=params, json=json, headers=headers, state=state
             )
             if response.status_code != 401:
                 break
-            if auth_attempt == 2:
+            if auth_attempt == auth_attempts - 1:
                 raise AbsorbAuthError(
                     f"{method} /{path.lstrip('/')}: Absorb kept answering 401 after re-login", 401
                 )

@@ -94,3 +94,24 @@ class AbsorbRetryExhaustedError(AbsorbError):
         self.attempts = attempts
         self.last_problem = last_problem
         super().__init__(f"{method} {path}: gave up after {attempts} attempts; last problem: {last_problem}")
+
+
+class AbsorbTokenContentionError(AbsorbAuthError):
+    """Another client keeps logging in as the same API user, so our token keeps being replaced.
+
+    Absorb keeps one live token per user: two deployments (or two hosts without a shared token
+    store) using one API user knock each other's token out on every login. Raised after a bounded
+    number of such take-overs instead of logging in again and again; carries the username only,
+    never a password, key or token.
+    """
+
+    def __init__(self, username: str, takeovers: int, window_seconds: float) -> None:
+        self.username = username
+        self.takeovers = takeovers
+        self.window_seconds = window_seconds
+        super().__init__(
+            f"another client is using API user '{username}': give each deployment its own API user, "
+            f"or share the token store ({takeovers} tokens of this user were replaced by another "
+            f"login within {window_seconds:.0f}s; Absorb keeps one live token per user)",
+            status=401,
+        )

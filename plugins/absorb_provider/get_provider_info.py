@@ -4,7 +4,7 @@ The connection form is declared here (``conn-fields`` / ``ui-field-behaviour``),
 Airflow 3.2+ renders custom fields without the deprecated wtforms widgets.
 """
 
-from absorb_provider.settings import REGION_BASE_URLS
+from absorb_provider.settings import DEFAULT_MAX_TOKEN_TAKEOVERS, REGION_BASE_URLS
 
 
 def get_provider_info() -> dict:
@@ -64,6 +64,20 @@ def get_provider_info() -> dict:
                         "label": "Maximum concurrency",
                         "description": "Requests in flight at once during bulk operations.",
                         "schema": {"type": ["integer", "null"], "default": 8, "minimum": 1, "maximum": 64},
+                    },
+                    "max_token_takeovers": {
+                        "label": "Token take-overs before failing",
+                        "description": (
+                            "How many times another client logging in as the same API user may "
+                            "replace the token (within 5 minutes) before tasks fail instead of "
+                            "logging in again. Give each deployment its own API user."
+                        ),
+                        "schema": {
+                            "type": ["integer", "null"],
+                            "default": DEFAULT_MAX_TOKEN_TAKEOVERS,
+                            "minimum": 1,
+                            "maximum": 20,
+                        },
                     },
                 },
                 "ui-field-behaviour": {

@@ -21,6 +21,7 @@ DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_REQUESTS_PER_SECOND = 100.0
 DEFAULT_MAX_CONCURRENCY = 8
 DEFAULT_TOKEN_LIFETIME_SECONDS = 4 * 3600
+DEFAULT_MAX_TOKEN_TAKEOVERS = 3  # tokens replaced by another client's login before a task fails
 
 
 def _number(extra: dict[str, Any], name: str, default: float, *, minimum: float) -> float:
@@ -60,6 +61,7 @@ class AbsorbSettings:
     requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     token_lifetime: float = DEFAULT_TOKEN_LIFETIME_SECONDS
+    max_token_takeovers: int = DEFAULT_MAX_TOKEN_TAKEOVERS
 
     @classmethod
     def from_connection(cls, conn: Any) -> AbsorbSettings:
@@ -87,6 +89,9 @@ class AbsorbSettings:
             max_concurrency=int(_number(extra, "max_concurrency", DEFAULT_MAX_CONCURRENCY, minimum=1)),
             token_lifetime=_number(
                 extra, "token_lifetime_seconds", DEFAULT_TOKEN_LIFETIME_SECONDS, minimum=1
+            ),
+            max_token_takeovers=int(
+                _number(extra, "max_token_takeovers", DEFAULT_MAX_TOKEN_TAKEOVERS, minimum=1)
             ),
         )
 

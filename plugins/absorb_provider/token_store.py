@@ -25,6 +25,15 @@ token per *user*, so two connections for the same API user must share it too.
 
 On a 401 a client re-authenticates only if the token that failed is still the shared one;
 otherwise it adopts the newer token somebody else already stored.
+
+Take-overs: a 401 on a token younger than ``MIN_RELOGIN_INTERVAL_SECONDS`` cannot be an expiry;
+somebody outside this host's token store logged in as the same user (a second deployment, or a
+host without shared storage). Logging in again at once would knock that client out, which knocks
+us out: a login storm. Instead the host waits until its previous login is at least
+``MIN_RELOGIN_INTERVAL_SECONDS`` old (plus jitter), and after ``max_takeovers`` take-overs within
+``TAKEOVER_WINDOW_SECONDS`` (counted per host, in a file next to the lock) it stops logging in and
+raises ``AbsorbTokenContentionError`` on every call for the rest of the window. A 401 on an older
+token is an ordinary expiry and is refreshed at once, as before.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import tempfile
 import threading
 import time
@@ -46,12 +56,19 @@ from typing import Protocol
 from cryptography.fernet import Fernet, InvalidToken
 from filelock import FileLock
 
+from absorb_provider.exceptions import AbsorbTokenContentionError
+
 log = logging.getLogger(__name__)
 
 EXPIRY_MARGIN_SECONDS = 60.0
 HOST_LOCK_TIMEOUT_SECONDS = 120.0
 LEASE_SECONDS = 30.0
 LEASE_SETTLE_SECONDS = 0.25
+MIN_RELOGIN_INTERVAL_SECONDS = 5.0  # after a 401, never log in sooner than this after the last login
+TAKEOVER_JITTER_SECONDS = 2.5  # added to that wait, so two contending hosts do not move in step
+TAKEOVER_WINDOW_SECONDS = 300.0  # take-overs are counted over this window; contention lasts as long
+TAKEOVER_POLL_SECONDS = 0.25  # while waiting, how often to look for a token another process stored
+DEFAULT_MAX_TAKEOVERS = 3
 
 
 @dataclass(frozen=True)
@@ -226,8 +243,13 @@ class TokenManager:
         key_material: bytes,
         login: Callable[[], Token],
         stores: list[SharedStore] | None = None,
+        *,
+        username: str = "",
+        max_takeovers: int = DEFAULT_MAX_TAKEOVERS,
     ) -> None:
         self._identity = identity
+        self.username = username
+        self.max_takeovers = max_takeovers
         self._cipher = TokenCipher(key_material)
         self._login = login
         self._fixed_stores = stores
@@ -239,7 +261,13 @@ class TokenManager:
         self._host_lock = FileLock(
             str(_private_dir() / f"token-{identity}.lock"), timeout=HOST_LOCK_TIMEOUT_SECONDS
         )
+        self._takeover_file = _private_dir() / f"takeovers-{identity}.json"
+        self._dead: list[str] = []  # values of tokens Absorb rejected (never reused from a store)
+        self._contended_until = 0.0
+        self._contention_count = 0
         self.login_count = 0
+        self.login_times: list[float] = []
+        self.takeover_count = 0
 
     @property
     def stores(self) -> list[SharedStore]:
@@ -256,20 +284,120 @@ class TokenManager:
 
     def current(self) -> Token:
         """A fresh token: from memory, else the shared stores, else a single login."""
+        if self._contended_until:
+            self._raise_if_contended()
         token = self._memory
         if token is not None and token.is_fresh():
             return token
         with self._thread_lock:
+            self._raise_if_contended()
             if self._memory is not None and self._memory.is_fresh():
                 return self._memory
             return self._obtain(stale=None)
 
     def replace_rejected(self, rejected: Token) -> Token:
-        """After a 401 with ``rejected``: adopt a newer shared token, or log in if ours is still the shared one."""
+        """After a 401 with ``rejected``: adopt a newer shared token, or log in if ours is still the shared one.
+
+        A 401 on a token younger than ``MIN_RELOGIN_INTERVAL_SECONDS`` is a take-over (another
+        client logged in as this user): counted, then the next login waits until the last one is
+        that old (plus jitter); the ``max_takeovers``-th take-over raises AbsorbTokenContentionError.
+        """
         with self._thread_lock:
+            self._raise_if_contended()
             if self._memory is not None and self._memory.value != rejected.value and self._memory.is_fresh():
                 return self._memory
+            self._mark_dead(rejected)
+            shared = self._read_shared(rejected)
+            if shared is not None:
+                return self._adopt(shared)  # another process of this host already replaced it
+            if time.time() - rejected.issued_at < MIN_RELOGIN_INTERVAL_SECONDS:
+                self._record_takeover(rejected)
+                shared = self._wait_before_relogin(rejected)
+                if shared is not None:
+                    return self._adopt(shared)
             return self._obtain(stale=rejected)
+
+    # --- take-overs -----------------------------------------------------------------------------
+
+    def _contention_error(self) -> AbsorbTokenContentionError:
+        return AbsorbTokenContentionError(self.username, self._contention_count, TAKEOVER_WINDOW_SECONDS)
+
+    def _raise_if_contended(self) -> None:
+        if self._contended_until > time.time():
+            raise self._contention_error()
+        self._contended_until = 0.0
+
+    def _declare_contention(self, count: int, since: float) -> AbsorbTokenContentionError:
+        self._contention_count = count
+        self._contended_until = since + TAKEOVER_WINDOW_SECONDS
+        self._memory = None
+        error = self._contention_error()
+        log.error("Absorb: %s", error)
+        return error
+
+    def _mark_dead(self, rejected: Token) -> None:
+        if self._memory is not None and self._memory.value == rejected.value:
+            self._memory = None  # other threads wait on the lock instead of collecting 401s
+        if rejected.value not in self._dead:
+            self._dead = [*self._dead[-7:], rejected.value]
+
+    def _load_takeovers(self, now: float) -> list[list[float]]:
+        """``[issued_at of the replaced token, seen at]`` of this host's take-overs within the window."""
+        try:
+            events = json.loads(self._takeover_file.read_text())
+            events = [[float(issued), float(seen)] for issued, seen in events]
+        except (OSError, ValueError, TypeError):
+            return []
+        return [event for event in events if now - event[1] < TAKEOVER_WINDOW_SECONDS]
+
+    def _save_takeovers(self, events: list[list[float]]) -> None:
+        tmp = self._takeover_file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(events, handle)
+            os.replace(tmp, self._takeover_file)
+        except OSError as exc:
+            log.warning("Absorb take-over record not writable: %s", type(exc).__name__)
+
+    def _record_takeover(self, rejected: Token) -> None:
+        """Counts a take-over once per replaced token for the whole host; raises at the limit."""
+        now = time.time()
+        with self._host_lock:
+            events = self._load_takeovers(now)
+            if not any(abs(issued - rejected.issued_at) < 1e-6 for issued, _ in events):
+                events.append([rejected.issued_at, now])
+                self._save_takeovers(events)
+                self.takeover_count += 1
+        log.warning(
+            "Absorb: token %s was replaced %.1fs after login: another client logged in as '%s' "
+            "(take-over %d of %d allowed within %.0fs)",
+            rejected.fingerprint,
+            now - rejected.issued_at,
+            self.username,
+            len(events),
+            self.max_takeovers,
+            TAKEOVER_WINDOW_SECONDS,
+        )
+        if len(events) >= self.max_takeovers:
+            raise self._declare_contention(len(events), min(seen for _, seen in events))
+
+    def _check_host_contention(self) -> None:
+        """Before any login: a host that declared contention (in any process) does not log in again."""
+        now = time.time()
+        events = self._load_takeovers(now)
+        if len(events) >= self.max_takeovers:
+            raise self._declare_contention(len(events), min(seen for _, seen in events))
+
+    def _wait_before_relogin(self, rejected: Token) -> Token | None:
+        """Sleeps until the host's last login is old enough (plus jitter); a token stored meanwhile wins."""
+        until = rejected.issued_at + MIN_RELOGIN_INTERVAL_SECONDS + random.uniform(0, TAKEOVER_JITTER_SECONDS)
+        while (remaining := until - time.time()) > 0:
+            time.sleep(min(TAKEOVER_POLL_SECONDS, remaining))
+            shared = self._read_shared(rejected)
+            if shared is not None:
+                return shared
+        return None
 
     def _read_shared(self, stale: Token | None) -> Token | None:
         """The newest fresh token in any store (not ``stale``); copied to stores that lack it."""
@@ -282,7 +410,10 @@ class TokenManager:
         candidates = [
             token
             for _, token in found
-            if token is not None and token.is_fresh() and (stale is None or token.value != stale.value)
+            if token is not None
+            and token.is_fresh()
+            and (stale is None or token.value != stale.value)
+            and token.value not in self._dead
         ]
         if not candidates:
             return None
@@ -321,8 +452,10 @@ class TokenManager:
             if time.monotonic() > deadline:
                 break  # the lease holder died; log in ourselves
         try:
+            self._check_host_contention()
             token = self._login()
             self.login_count += 1
+            self.login_times.append(token.issued_at)
             for store in self.stores:
                 self._write(store, token)
             kinds = "+".join(store.kind for store in self.stores)
@@ -341,13 +474,23 @@ _MANAGERS: dict[str, TokenManager] = {}
 _MANAGERS_LOCK = threading.Lock()
 
 
-def shared_manager(identity: str, key_material: bytes, login: Callable[[], Token]) -> TokenManager:
+def shared_manager(
+    identity: str,
+    key_material: bytes,
+    login: Callable[[], Token],
+    *,
+    username: str = "",
+    max_takeovers: int = DEFAULT_MAX_TAKEOVERS,
+) -> TokenManager:
     """One manager per API identity per process, so every hook of the process shares memory too."""
     key = f"{identity}:{hashlib.sha256(key_material).hexdigest()[:16]}"
     with _MANAGERS_LOCK:
         manager = _MANAGERS.get(key)
         if manager is None:
-            manager = _MANAGERS[key] = TokenManager(identity, key_material, login)
+            manager = _MANAGERS[key] = TokenManager(
+                identity, key_material, login, username=username, max_takeovers=max_takeovers
+            )
         else:
             manager._login = login  # the newest hook's session does the next login
+            manager.username, manager.max_takeovers = username or manager.username, max_takeovers
         return manager

@@ -24,7 +24,15 @@ def test_connection_form_fields_from_provider_info():
 
     widgets = ProvidersManager().connection_form_widgets
     fields = {name.rsplit("__", 1)[-1]: widget for name, widget in widgets.items() if "absorb" in name}
-    assert {"region", "private_key", "timeout", "requests_per_second", "max_concurrency"} <= set(fields)
+    assert {
+        "region",
+        "private_key",
+        "timeout",
+        "requests_per_second",
+        "max_concurrency",
+        "max_token_takeovers",
+    } <= set(fields)
+    assert not fields["max_token_takeovers"].is_sensitive
     assert fields["private_key"].is_sensitive
     assert not fields["region"].is_sensitive
 
@@ -37,6 +45,8 @@ def test_provider_info_form_declares_regions_and_relabels_login():
     assert set(regions) == {"US", "CA", "EU", "AU", "US-SANDBOX", "CA-SANDBOX", "EU-SANDBOX", "AU-SANDBOX"}
     assert conn_type["conn-fields"]["private_key"]["schema"]["format"] == "password"
     assert conn_type["ui-field-behaviour"]["relabeling"]["login"] == "Username"
+    takeovers = conn_type["conn-fields"]["max_token_takeovers"]["schema"]
+    assert (takeovers["default"], takeovers["minimum"]) == (3, 1)
     assert info["package-name"] == "airflow-provider-absorb"
 
 

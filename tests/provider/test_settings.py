@@ -52,7 +52,15 @@ def test_settings_from_connection_extra():
     settings = AbsorbSettings.from_connection(conn)
     assert settings.base_url == "https://rest.myabsorb.ca"
     assert (settings.timeout, settings.requests_per_second, settings.max_concurrency) == (12.0, 5.0, 3)
+    assert settings.max_token_takeovers == 3  # the default
     assert "pw" not in repr(settings) and "'k'" not in repr(settings)
+
+
+def test_max_token_takeovers_from_extra():
+    settings = AbsorbSettings.from_connection(_conn(extra='{"private_key": "k", "max_token_takeovers": "5"}'))
+    assert settings.max_token_takeovers == 5
+    with pytest.raises(ValueError, match="'max_token_takeovers' must be >= 1"):
+        AbsorbSettings.from_connection(_conn(extra='{"private_key": "k", "max_token_takeovers": 0}'))
 
 
 def test_missing_credentials_are_named():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import time
 
@@ -61,15 +62,19 @@ def test_sixteen_processes_share_one_token(sandbox_factory, monkeypatch):
 
 
 def test_expired_token_is_renewed_once(hook_for, sandbox_factory):
-    server = sandbox_factory("ttl", token_ttl=2)
+    """An expiry (401 on a token older than the take-over threshold) is renewed at once, no wait."""
+    server = sandbox_factory("ttl", token_ttl=token_store.MIN_RELOGIN_INTERVAL_SECONDS + 1)
     hook = hook_for(server)
     hook.get_user(seed.user_id("E000001"))
-    time.sleep(2.5)
+    time.sleep(token_store.MIN_RELOGIN_INTERVAL_SECONDS + 1.5)
+    started = time.monotonic()
     hook.get_user(seed.user_id("E000002"))
+    assert time.monotonic() - started < 2.0
     hook.get_user(seed.user_id("E000003"))
     stats = server.stats()
     assert stats["authenticate_calls"] == 2
     assert _statuses(server).get("401") == 1
+    assert hook.client.tokens.takeover_count == 0
 
 
 def test_401_adopts_a_newer_shared_token_instead_of_logging_in(hook_for, sandbox_factory):
@@ -77,10 +82,14 @@ def test_401_adopts_a_newer_shared_token_instead_of_logging_in(hook_for, sandbox
     first = hook_for(server)
     first.get_user(seed.user_id("E000001"))
     old = first.client.tokens.current()
-    # another process logs in (its token now the shared one; ours is dead at Absorb)
+    # another process of this host logs in after its 401 on the (by then expired) token, so its
+    # token is now the shared one and ours is dead at Absorb; an hour-old token is an expiry,
+    # not a take-over, so it logs in at once
     token_store._MANAGERS.clear()
     other = hook_for(server, conn_id="absorb_other")
-    other.client.tokens.replace_rejected(old)
+    started = time.monotonic()
+    other.client.tokens.replace_rejected(dataclasses.replace(old, issued_at=old.issued_at - 3600))
+    assert time.monotonic() - started < 2.0
     assert server.stats()["authenticate_calls"] == 2
     first.get_user(seed.user_id("E000002"))  # 401 -> adopts the stored token, no third login
     assert server.stats()["authenticate_calls"] == 2
