@@ -2,15 +2,22 @@
 ### Absorb bulk unenrollment
 
 Removes open enrollments of named people — by hand, or triggered by `absorb_hr_enrollment_sync`
-for its leavers (conf `{"people": [...], "reason": ...}`).
+for its leavers (conf `{"people": [...], "reason": ..., "handover": {...}}`).
+
+A sync's **hand-over is re-checked when it runs**, however late: it is refused whole when it was
+computed against another portal (gateway URL + API user) or is older than
+`max_handover_age_hours`, and people active in the latest accepted HR feed (rehired, a corrected
+typo) are skipped and listed with the reason. Hand-typed runs are not affected. One run at a time.
 
 1. **resolve_targets** — people (`people` list, `people_file`, or `use_last_leavers`) are matched
    by employee id, email/username or Absorb user id with one paged read of the users; their
    active enrollments are read (paged), optionally only some `courses` per person. Completed
    enrollments are kept unless `include_completed`.
-2. **gate** — refuses more than `max_count` enrollments or people over `max_share_pct` % of the
-   active users, unless `override_thresholds` with an `override_reason`.
-3. **unenroll** — `bulk_unenroll` in batches (skipped on `dry_run`).
+2. **gate** — refuses more than `max_count` enrollments, people over `max_share_pct` % of the
+   active users, or a people list of which more than `max_unresolved_pct` % match nobody, unless
+   `override_thresholds` with an `override_reason`.
+3. **unenroll** — `bulk_unenroll` in batches (skipped on `dry_run`); an enrollment that another
+   run removed first counts as done.
 4. **verify_and_report** — reads the people's enrollments back (the targets must be gone) and
    writes `report.html`, `summary.json`, `targets.csv`, `outcomes.csv`.
 
@@ -68,6 +75,27 @@ PARAMS = {
         title="Max people share (%)",
         description="Refuse when the people affected exceed this share of the active Absorb users.",
     ),
+    "max_unresolved_pct": Param(
+        50.0,
+        type="number",
+        minimum=0,
+        maximum=100,
+        title="Max unmatched people (%)",
+        description="Refuse when more than this share of the named people match no Absorb user (a wrong file or portal).",
+    ),
+    "max_handover_age_hours": Param(
+        72,
+        type="number",
+        minimum=0,
+        title="Max hand-over age (hours)",
+        description="A sync's leavers hand-over older than this is refused when it finally runs.",
+    ),
+    "handover": Param(
+        None,
+        type=["null", "object"],
+        title="Hand-over (set by the sync)",
+        description="What a sync's hand-over was computed from; leave empty for a hand-typed run.",
+    ),
     "override_thresholds": Param(
         False,
         type="boolean",
@@ -86,6 +114,7 @@ PARAMS = {
     schedule=None,
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
+    max_active_runs=1,
     doc_md=__doc__,
     tags=["absorb", "enrollments", "unenrollment"],
     params=PARAMS,
@@ -98,17 +127,28 @@ def absorb_bulk_unenrollment():
         from absorb_sync.jobs.runtime import current_run
 
         run = current_run()
-        requests = unenroll.collect_requests(
+        hook, state = run.hook(), run.state()
+        handover = unenroll.check_handover(
+            run.params["handover"],
+            run_id=run.run_id,
+            portal=state.portal,
+            now=datetime.now(UTC),  # not the run's logical date: a queued run may start days later
+            max_age_hours=run.params["max_handover_age_hours"],
+        )
+        requests, skipped = unenroll.collect_requests(
             people=run.params["people"],
             people_file=run.params["people_file"],
             use_last_leavers=run.params["use_last_leavers"],
-            state=run.state(),
+            state=state,
+            screen_people=handover is not None,
         )
         return unenroll.resolve_targets(
             folder=run.folder,
-            hook=run.hook(),
+            hook=hook,
             requests=requests,
             include_completed=run.params["include_completed"],
+            skipped=skipped,
+            handover=handover,
         )
 
     @task(retries=0)
@@ -122,6 +162,7 @@ def absorb_bulk_unenrollment():
             resolved=resolved,
             max_count=run.params["max_count"],
             max_share_pct=run.params["max_share_pct"],
+            max_unresolved_pct=run.params["max_unresolved_pct"],
             override=run.params["override_thresholds"],
             override_reason=run.params["override_reason"],
         )

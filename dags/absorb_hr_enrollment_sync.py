@@ -13,13 +13,21 @@ Keeps Absorb LMS enrollments in line with the HR system, every day and on demand
    → a plan of enroll / re_enroll / update_due_date / unenroll lines, each with a reason.
 5. **gate_plan** — refuses removals over `max_removal_pct`, additions over `max_additions`,
    a short or failed read, or a feed that shrank — unless `override_thresholds` with an
-   `override_reason` (recorded in the report).
-6. **apply_plan** — bulk writes (skipped on `dry_run`), provenance recorded.
+   `override_reason` (recorded in the report). It also holds the **first apply against a portal**
+   (no feed accepted for that portal yet) unless the run has `initial_load` ticked.
+6. **apply_plan** — bulk writes (skipped on `dry_run`); every write journalled as it happens, so
+   provenance survives a crash.
 7. **verify_and_report** — reads Absorb back, writes `report.html`, `summary.json`, CSVs.
-8. **trigger_unenrollment** — hands leavers to `absorb_bulk_unenrollment`.
+8. **trigger_unenrollment** — hands leavers to `absorb_bulk_unenrollment`, with what the
+   hand-over was computed from (sync run, feed checksum, portal) so a late run re-checks it.
 
-Outputs: `{output_root}/absorb_hr_enrollment_sync/{run_id}/`. The feed becomes the baseline for
-the next run's drift check only after a successful apply (a dry run moves nothing).
+**Unpausing** this DAG starts the daily schedule (and, with "Unpause on trigger", a scheduled run
+with the default Params right away). Such a run never makes a portal's first load: with no feed
+accepted for the portal it plans, reports and stops, and says to re-trigger with `initial_load`.
+
+Outputs: `{output_root}/absorb_hr_enrollment_sync/{run_id}/`. State (baseline, provenance,
+journal) is kept per portal. The feed becomes the baseline only after a successful apply (a dry
+run moves nothing).
 """
 
 from __future__ import annotations
@@ -92,6 +100,13 @@ PARAMS = {
         title="Override reason",
         description="Why the thresholds are overridden for this run (who asked, ticket...).",
     ),
+    "initial_load": Param(
+        False,
+        type="boolean",
+        title="Initial load",
+        description="Allow the first apply against a portal that has no accepted feed yet. Without it, "
+        "a first run plans, reports and stops (so unpausing never loads a portal by itself).",
+    ),
     "create_missing_users": Param(
         False,
         type="boolean",
@@ -120,6 +135,12 @@ def absorb_hr_enrollment_sync():
         from absorb_sync.jobs.runtime import current_run
 
         run = current_run()
+        hr_sync.validate_inputs(
+            rules_path=run.params["rules_path"],
+            column_mapping=run.params["column_mapping"],
+            override=run.params["override_thresholds"],
+            override_reason=run.params["override_reason"],
+        )
         return hr_sync.extract_feed(
             feed_path=run.params["feed_path"], column_mapping=run.params["column_mapping"], folder=run.folder
         )
@@ -148,6 +169,7 @@ def absorb_hr_enrollment_sync():
             hook=run.hook(),
             create_missing_users=run.params["create_missing_users"],
             dry_run=run.params["dry_run"],
+            rules_path=run.params["rules_path"],
         )
 
     @task(**API_TASK)
@@ -172,7 +194,11 @@ def absorb_hr_enrollment_sync():
         run = current_run()
         return hr_sync.gate_plan(
             folder=run.folder,
+            state=run.state(),
+            run_id=run.run_id,
             feed_gate=feed_gate,
+            initial_load=run.params["initial_load"],
+            dry_run=run.params["dry_run"],
             max_removal_pct=run.params["max_removal_pct"],
             max_additions=run.params["max_additions"],
             override=run.params["override_thresholds"],
@@ -218,7 +244,11 @@ def absorb_hr_enrollment_sync():
         people = summary.get("leavers_handed_over") or []
         if summary.get("dry_run") or not people:
             return None
-        return {"people": people, "reason": f"leavers from {summary['run_id']}"}
+        return {
+            "people": people,
+            "reason": f"leavers from {summary['run_id']}",
+            "handover": summary["handover"],
+        }
 
     feed_gate = validate_feed(extract_feed())
     decision = gate_plan(plan_enrollments(resolve_people(feed_gate)), feed_gate)

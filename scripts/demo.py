@@ -2,14 +2,16 @@
 """``make demo``: the three DAGs against a fresh, seeded offline Absorb, in a few minutes.
 
 1. starts a sandbox (seed ``small``, a fresh db under ``var/demo/`` every time),
-2. initialises the project-local Airflow home ``var/airflow`` (SQLite) and, through
+2. initialises its own Airflow home ``var/demo/airflow`` (SQLite; not ``make airflow``'s
+   ``var/airflow``, so the hand-over runs the demo's syncs queue never reach that UI) and, through
    ``scripts/bootstrap_airflow.py``, the ``absorb_default`` connection and ``absorb_api`` pool,
 3. runs with ``airflow dags test``: the HR sync on today's feed, learners make progress, the sync
    on a feed with new hires, movers, leavers and one bad row, the unenrollment of the leavers it
    handed over, and a full completion export,
 4. prints what happened and where the reports are.
 
-Demo outputs and sync state live under ``var/demo/`` (wiped at start), apart from ``make airflow``'s.
+Demo outputs, sync state and Airflow home live under ``var/demo/`` (wiped at start), apart from
+``make airflow``'s.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var"
 DEMO = VAR / "demo"
-AIRFLOW_HOME = VAR / "airflow"
+AIRFLOW_HOME = DEMO / "airflow"  # never make airflow's var/airflow: its queued runs stay here
 PYTHON = sys.executable
 
 
@@ -152,10 +154,12 @@ def main() -> int:
         if bootstrap.returncode != 0:
             raise SystemExit(f"bootstrap_airflow.py failed: {bootstrap.stderr[-2000:]}")
 
-        step("HR sync on today's feed (enrollments by rules)")
+        step("HR sync on today's feed: the portal's first load (initial_load=true, a deliberate act)")
         baseline = DEMO / "feeds" / "hr_feed_day1.csv"
         export_hr_feed(DEMO / "sandbox.db", baseline)
-        folder, ok = dag_test(env, "absorb_hr_enrollment_sync", {"feed_path": str(baseline)})
+        folder, ok = dag_test(
+            env, "absorb_hr_enrollment_sync", {"feed_path": str(baseline), "initial_load": True}
+        )
         if not ok:
             explain_failure(folder)
             return 1
@@ -181,7 +185,9 @@ def main() -> int:
         leavers = day2["leavers_handed_over"]
         step(f"bulk unenrollment of the {len(leavers)} leavers (what the sync triggers)")
         folder, ok = dag_test(
-            env, "absorb_bulk_unenrollment", {"people": leavers, "reason": "leavers (demo)"}
+            env,
+            "absorb_bulk_unenrollment",
+            {"people": leavers, "reason": "leavers (demo)", "handover": day2["handover"]},
         )
         if not ok:
             explain_failure(folder)
@@ -207,6 +213,10 @@ def main() -> int:
         print(f"    compliance report: {export['report']}")
 
     step(f"done in {time.perf_counter() - started:.0f} s; everything is under {DEMO}")
+    print(
+        f"    the demo used its own Airflow home ({AIRFLOW_HOME}): `make airflow` (var/airflow) "
+        "inherits none of its runs, queued hand-overs included"
+    )
     return 0
 
 

@@ -14,6 +14,7 @@ The plan is the only place that decides writes, so its safety rules live here:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -414,11 +415,13 @@ def check_plan(
     feed_shrank: bool,
     override: bool = False,
     override_reason: str | None = None,
+    holds: Iterable[str] = (),
 ) -> PlanDecision:
     """Refuse a risky plan unless a person overrides it with a reason.
 
     An incomplete read cannot be overridden: acting on a partial picture of Absorb is the failure
-    that deprovisions thousands, and a re-run once the API answers fully repairs it.
+    that deprovisions thousands, and a re-run once the API answers fully repairs it. ``holds`` are
+    other refusals that a threshold override does not lift (e.g. a first apply on a portal).
     """
     reason_text = (override_reason or "").strip()
     if override and not reason_text:
@@ -427,6 +430,7 @@ def check_plan(
     reasons, hard = [], []
     if not reads_complete:
         hard.append("an Absorb read was incomplete (a failed or short page): no changes on a partial read")
+    hard += list(holds)
     if summary["removals"] and summary["removal_pct"] > max_removal_pct:
         reasons.append(
             f"{summary['removals']} removals are {summary['removal_pct']}% of the {summary['active_in_scope']} "

@@ -1,5 +1,9 @@
 """The sync's memory between runs: last accepted feed, provenance of our enrollments, last export.
 
+State is kept per portal (``{root}/portals/{key}/``, the key derived from the gateway URL and the
+API user, see :meth:`SyncState.for_portal`): a baseline, provenance or leaver list computed
+against one Absorb portal must never steer writes against another one that shares a connection id.
+
 Small JSON documents under a root (a local folder or any ObjectStoragePath). Every write replaces a
 whole document atomically (temp file + ``os.replace`` locally, one object put remotely), and local
 read-modify-write cycles hold a file lock, so a crash or a concurrent run never corrupts state.
@@ -19,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 FEED_DOC = "accepted_feed.json"
+PEOPLE_DOC = "accepted_people.json"
+PORTAL_DOC = "portal.json"
+JOURNAL_DIR = "journal"
 PROVENANCE_DOC = "provenance.json"
 EXPORT_DOC = "last_export.json"
 FORMAT_VERSION = 1
@@ -31,13 +38,28 @@ class StateError(RuntimeError):
 class SyncState:
     """Read and write the integration's state documents under ``root``."""
 
-    def __init__(self, root: Any):
+    def __init__(self, root: Any, portal: dict | None = None):
         self._local: Path | None = local_path(root)
         self._remote: Any = None if self._local is not None else _object_path(root)
         self.root = root
+        self.portal = dict(portal) if portal else None
+        self._portal_written = False
+
+    @classmethod
+    def for_portal(cls, root: Any, *, key: str, base_url: str, api_user: str) -> SyncState:
+        """The state of one portal (gateway URL + API user; no secret) under ``root``."""
+        if not key or not all(c.isalnum() or c in "-_" for c in key):
+            raise ValueError(f"portal key must be a plain identifier, got {key!r}")
+        child = (local_path(root) or _object_path(root)) / "portals" / key
+        return cls(child, portal={"key": key, "base_url": base_url, "api_user": api_user})
 
     def __repr__(self) -> str:
         return f"SyncState({str(self.root)!r})"
+
+    @property
+    def location(self) -> Any:
+        """The folder (Path or ObjectStoragePath) that holds this state's documents."""
+        return self._local if self._local is not None else self._remote
 
     # ------------------------------------------------------------------ feed
     def last_accepted_feed(self) -> dict | None:
@@ -45,14 +67,33 @@ class SyncState:
         return document.get("last_accepted") if document else None
 
     def record_accepted_feed(
-        self, *, row_count: int, active_count: int, run_id: str, leavers: list[str]
+        self,
+        *,
+        row_count: int,
+        active_count: int,
+        run_id: str,
+        leavers: list[str],
+        active_ids: Iterable[str] | None = None,
+        feed_sha256: str | None = None,
     ) -> None:
+        """Make a feed the baseline; ``active_ids`` are the people a late hand-over must not remove."""
         entry = {
             "row_count": int(row_count),
             "active_count": int(active_count),
             "run_id": str(run_id),
             "accepted_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "feed_sha256": feed_sha256,
         }
+        if active_ids is not None:  # written first: the feed document names the run it belongs to
+            with self._locked(PEOPLE_DOC):
+                self._write(
+                    PEOPLE_DOC,
+                    {
+                        "version": FORMAT_VERSION,
+                        "run_id": str(run_id),
+                        "active": sorted(map(str, active_ids)),
+                    },
+                )
         with self._locked(FEED_DOC):
             document = self._read(FEED_DOC) or {}
             history = ([document["last_accepted"]] if document.get("last_accepted") else []) + document.get(
@@ -71,6 +112,13 @@ class SyncState:
     def last_leavers(self) -> list[str]:
         document = self._read(FEED_DOC)
         return list(document.get("leavers", [])) if document else []
+
+    def accepted_active_people(self) -> tuple[str, set[str]] | None:
+        """(run id, employee ids active) of the latest accepted feed, or None before the first one."""
+        document = self._read(PEOPLE_DOC)
+        if not document:
+            return None
+        return str(document.get("run_id")), {str(x) for x in document.get("active", [])}
 
     # ------------------------------------------------------------------ provenance
     def provenance_ids(self) -> set[str]:
@@ -154,6 +202,9 @@ class SyncState:
         return document
 
     def _write(self, name: str, document: dict) -> None:
+        if self.portal and not self._portal_written and name != PORTAL_DOC:
+            self._portal_written = True
+            self._write(PORTAL_DOC, {"version": FORMAT_VERSION, **self.portal})
         try:
             text = json.dumps(_finite(document), indent=1, sort_keys=True, default=_plain, allow_nan=False)
         except (TypeError, ValueError) as exc:

@@ -47,9 +47,10 @@ class World:
         return AbsorbHook()
 
     def state(self):
-        from absorb_sync.state import SyncState
+        """The sync state of this world's portal (state is kept per portal)."""
+        from absorb_sync.jobs.runtime import portal_state
 
-        return SyncState(str(self.state_root))
+        return portal_state(self.hook(), str(self.state_root))
 
 
 def today() -> datetime:

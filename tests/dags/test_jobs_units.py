@@ -65,17 +65,18 @@ def test_last_feed_people_finds_the_accepted_snapshot(tmp_path):
 
 
 def test_unenrollment_requests_merge_per_person():
-    requests = collect_requests(
+    requests, skipped = collect_requests(
         people=["E000001", {"person": "e000002", "courses": ["Code of Conduct"]}],
         people_file=None,
         use_last_leavers=False,
         state=None,
     )
+    assert skipped == []
     assert requests == [
         {"person": "E000001", "courses": []},
         {"person": "e000002", "courses": ["Code of Conduct"]},
     ]
-    merged = collect_requests(
+    merged, _ = collect_requests(
         people=[
             {"person": "E1", "courses": ["A"]},
             {"person": "e1", "courses": "B;C"},

@@ -60,7 +60,7 @@ def test_dry_run_plans_and_writes_nothing(world, baseline):
 def test_first_sync_enrolls_exactly_what_the_rules_want(world, baseline):
     hook = world.hook()
     before = {r["id"] for r in all_enrollments(hook)}
-    run = run_dag(SYNC, world.output, {"feed_path": str(baseline)})
+    run = run_dag(SYNC, world.output, {"feed_path": str(baseline), "initial_load": True})
     assert run.succeeded, run.tasks
     after = all_enrollments(hook)
     held = active_pairs(after)

@@ -78,7 +78,7 @@ def changes(hr_feed):
 def test_sync_enrolls_people_from_the_feed(api, hook, e2e_sandbox, hr_feed, e2e_workdir):
     feed, _ = hr_feed("baseline.csv")
     before = active_enrollments(hook)
-    run, states = api.trigger_and_wait(SYNC, {"feed_path": str(feed)}, timeout=300)
+    run, states = api.trigger_and_wait(SYNC, {"feed_path": str(feed), "initial_load": True}, timeout=300)
     assert run["state"] == "success", api.explain(SYNC, run["dag_run_id"])
     assert states["apply_plan"] == "success"
 

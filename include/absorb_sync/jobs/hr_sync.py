@@ -21,7 +21,6 @@ nothing in Absorb, so it must not move the baseline either.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -55,11 +54,48 @@ class VerificationError(AirflowFailException):
     """Absorb does not show what the run applied (or some writes failed)."""
 
 
+class InputError(AirflowFailException):
+    """A run input (rules, mapping, Params) is wrong: fails at once, before any write, no retry."""
+
+
+FIRST_APPLY_HELP = (
+    "re-trigger with initial_load=true to make this plan the portal's first load "
+    "(a scheduled run, or unpausing the DAG, never does that on its own)"
+)
+
+
 # ---------------------------------------------------------------- 1. extract
+
+
+def validate_inputs(
+    *, rules_path: str, column_mapping: Any, override: bool, override_reason: str | None
+) -> None:
+    """Every input that needs no API call, checked before the run's first step does anything.
+
+    A malformed rules file used to surface only at planning, after users had been created.
+    """
+    from absorb_sync.feed import FeedError, load_mapping
+    from absorb_sync.rules import RulesError, load_rules
+
+    problems = []
+    try:
+        load_rules(rules_path)
+    except RulesError as error:
+        problems.append(str(error))
+    try:
+        load_mapping(column_mapping)
+    except FeedError as error:
+        problems.append(f"column_mapping: {error}")
+    if override and not (override_reason or "").strip():
+        problems.append("override_thresholds needs a non-empty override_reason")
+    if problems:
+        raise InputError("run inputs are invalid, nothing was done: " + "; ".join(problems))
 
 
 def extract_feed(*, feed_path: str, column_mapping: Any, folder: ObjectStoragePath) -> dict:
     """Snapshot the feed into the run folder, then read and map it (FeedError on an unreadable feed)."""
+    import hashlib
+
     from absorb_sync.feed import FeedError, load_mapping, read_feed
     from absorb_sync.jobs.runtime import storage_path
 
@@ -67,21 +103,27 @@ def extract_feed(*, feed_path: str, column_mapping: Any, folder: ObjectStoragePa
     if not source.exists():
         raise FileNotFoundError(f"HR feed not found: {source}")
     snapshot = folder / f"feed_snapshot{source.suffix or '.csv'}"
+    digest = hashlib.sha256()
     with source.open("rb") as reader, snapshot.open("wb") as writer:
-        shutil.copyfileobj(reader, writer)
+        while chunk := reader.read(1 << 20):
+            digest.update(chunk)
+            writer.write(chunk)
     try:
         feed = read_feed(snapshot, load_mapping(column_mapping))
     except FeedError as error:  # keep the verdict next to the snapshot for whoever looks at the run
         write_json(folder / "feed_gate.json", {"passed": False, "feed_error": str(error)})
         raise
     write_frame(folder / "feed.parquet", feed.frame)
-    return {
+    summary = {
         "source": str(source),
         "snapshot": str(snapshot),
+        "sha256": digest.hexdigest(),
         "rows": len(feed.frame),
         "encoding": feed.encoding,
         "delimiter": feed.delimiter,
     }
+    write_json(folder / "feed_source.json", summary)
+    return summary
 
 
 # ---------------------------------------------------------------- 2. feed gate
@@ -131,12 +173,19 @@ def _shrink_pct(previous: int | None, current: int) -> float | None:
 
 
 def resolve_people(
-    *, folder: ObjectStoragePath, hook: Any, create_missing_users: bool, dry_run: bool
+    *,
+    folder: ObjectStoragePath,
+    hook: Any,
+    create_missing_users: bool,
+    dry_run: bool,
+    rules_path: str | None = None,
 ) -> dict:
     """Map employee ids to Absorb users with one paged read of ``/users``; optionally create the missing."""
     import pandas as pd
 
     people = read_frame(folder / "accepted.parquet")
+    if create_missing_users and not dry_run:
+        _check_rule_courses(hook, rules_path)  # the plan's inputs hold before the first user is created
     users_by_employee_id, duplicates = _index_users(hook.list_users())
     wanted = people[people["status"] != "terminated"]
     missing = wanted[~wanted["employee_id"].isin(users_by_employee_id)]
@@ -179,6 +228,17 @@ def _index_users(users: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], li
     return index, sorted(duplicates)
 
 
+def _check_rule_courses(hook: Any, rules_path: str | None) -> None:
+    from absorb_sync.rules import RulesError, load_rules, resolve_courses
+
+    if rules_path is None:
+        return
+    try:
+        resolve_courses(load_rules(rules_path), hook.list_courses())
+    except RulesError as error:
+        raise InputError(f"rules cannot be applied to this portal, no user was created: {error}") from error
+
+
 def _create_users(hook: Any, missing: pd.DataFrame) -> dict[str, str]:
     """Upsert each missing person (POST /users matches on username/externalId, so re-runs are safe)."""
     departments = {d["name"]: d["id"] for d in hook.list_departments()}
@@ -217,6 +277,7 @@ def plan_changes(*, folder: ObjectStoragePath, hook: Any, rules_path: str, state
     import pandas as pd
     from absorb_provider.exceptions import AbsorbIncompleteReadError
 
+    from absorb_sync.journal import fold_into_state, iter_pairs
     from absorb_sync.plan import build_plan
     from absorb_sync.rules import evaluate_rules, leavers, load_rules, resolve_courses
 
@@ -239,6 +300,10 @@ def plan_changes(*, folder: ObjectStoragePath, hook: Any, rules_path: str, state
             incomplete.append(f"{course_id}: {error}")
     current = pd.DataFrame(rows).reindex(columns=ENROLLMENT_COLUMNS)
     write_frame(folder / "current.parquet", current.astype({"id": "string", "userId": "string"}))
+    # Writes of earlier runs whose answers were lost (a crash mid-apply) become provenance first,
+    # judged against what Absorb holds now (only when the read is complete: a partial read cannot
+    # tell "not written" from "not read").
+    journals = fold_into_state(state, current=None if incomplete else dict(iter_pairs(rows)))
 
     plan = build_plan(desired, people, users_by_employee_id, current, state.provenance_ids(), today)
     write_frame(folder / "plan.parquet", plan.lines)
@@ -251,6 +316,7 @@ def plan_changes(*, folder: ObjectStoragePath, hook: Any, rules_path: str, state
         "incomplete_reads": incomplete,
         "rule_courses": len(set(course_ids.values())),
         "leavers": leaver_ids,
+        "journals_folded": journals,
     }
     write_json(folder / "plan_meta.json", meta)
     return {
@@ -284,18 +350,32 @@ def load_plan(folder: ObjectStoragePath):
 def gate_plan(
     *,
     folder: ObjectStoragePath,
+    state: Any,
+    run_id: str,
     feed_gate: Mapping[str, Any],
     max_removal_pct: float,
     max_additions: int | None,
     override: bool,
     override_reason: str | None,
+    initial_load: bool = False,
+    dry_run: bool = False,
 ) -> dict:
-    """Refuse a plan that removes too much, adds too much, rests on a short read or a shrunk feed."""
+    """Refuse a plan that removes too much, adds too much, rests on a short read or a shrunk feed,
+    or would be the first write to a portal without ``initial_load``. A refusal writes the report
+    (the plan people must look at) and names the way to go ahead."""
     from absorb_sync.plan import check_plan
 
     plan, meta = load_plan(folder)
     shrank = feed_gate.get("feed_shrank_pct")
     feed_shrank = shrank is not None and shrank > max_removal_pct
+    first_apply = state.last_accepted_feed() is None
+    holds = []
+    if first_apply and not initial_load and not dry_run:
+        portal = state.portal or {}
+        holds.append(
+            f"first apply against portal {portal.get('base_url')} as API user {portal.get('api_user')}: "
+            "no feed has been accepted for this portal yet"
+        )
     decision = check_plan(
         plan,
         max_removal_pct=max_removal_pct,
@@ -304,6 +384,7 @@ def gate_plan(
         feed_shrank=feed_shrank,
         override=override,
         override_reason=override_reason,
+        holds=holds,
     )
     summary = {
         "allowed": decision.allowed,
@@ -313,15 +394,24 @@ def gate_plan(
         "max_removal_pct": max_removal_pct,
         "max_additions": max_additions,
         "feed_shrank_pct": shrank,
+        "first_apply": first_apply,
+        "initial_load": bool(initial_load and first_apply),
         "plan": plan.summary(),
     }
     write_json(folder / "plan_decision.json", summary)
     if not decision.allowed:
-        raise PlanRefusedError(
-            "plan refused, nothing was written: "
-            + "; ".join(decision.reasons)
-            + " (re-trigger with override_thresholds=true and an override_reason to apply it anyway)"
-        )
+        how = FIRST_APPLY_HELP if holds else "re-trigger with override_thresholds=true and an override_reason"
+        message = f"plan refused, nothing was written: {'; '.join(decision.reasons)} ({how})"
+        held = {
+            "run_id": run_id,
+            "dry_run": False,
+            "held": message,
+            "plan": plan.summary(),
+            "plan_gate": {k: v for k, v in summary.items() if k != "plan"},
+            "folder": str(folder),
+        }
+        _write_report(folder, held, plan.lines, None)
+        raise PlanRefusedError(f"{message}; plan and report in {folder}")
     return summary
 
 
@@ -329,8 +419,16 @@ def gate_plan(
 
 
 def apply_plan(*, folder: ObjectStoragePath, hook: Any, state: Any, run_id: str, dry_run: bool) -> dict:
-    """Bulk-enroll, bulk-unenroll the sync's own removals, and record provenance as soon as known."""
+    """Bulk-enroll, bulk-unenroll the sync's own removals; every write journalled as it happens.
+
+    The intents are durable before the first write and each answer as it arrives, then the
+    journal is folded into provenance, so a crash at any point loses no ownership (see
+    :mod:`absorb_sync.journal`).
+    """
     import pandas as pd
+
+    from absorb_sync.jobs.runtime import run_key
+    from absorb_sync.journal import WriteJournal, fold_into_state
 
     if dry_run:
         return {"dry_run": True, "applied": False, "counts": {}}
@@ -338,24 +436,64 @@ def apply_plan(*, folder: ObjectStoragePath, hook: Any, state: Any, run_id: str,
     lines = plan.lines.reset_index(drop=True)
     ours = lines[lines["handled_by"] == "sync"]
     enroll_lines = ours[ours["action"].isin(ENROLL_ACTIONS)]
+    removals = ours[ours["action"] == "unenroll"].dropna(subset=["enrollment_id"])
+    journal = WriteJournal(state.location / "journal", run_key(run_id))
+    journal.begin(run_id)
+    journal.intents(_intents(enroll_lines, removals, run_id))
     outcomes: list[dict] = []
     if not enroll_lines.empty:
-        result = hook.bulk_enroll([_enroll_item(key, line) for key, line in enroll_lines.iterrows()])
+        result = hook.bulk_enroll(
+            [_enroll_item(key, line) for key, line in enroll_lines.iterrows()], on_outcomes=journal.outcomes
+        )
         outcomes.extend(result.outcomes)
-        _record_created(state, result.outcomes, lines, run_id)
-    removal_ids = ours.loc[ours["action"] == "unenroll", "enrollment_id"].dropna().astype(str).tolist()
-    if removal_ids:
-        result = hook.bulk_unenroll(removal_ids)
-        key_by_id = {eid: key for key, eid in ours.loc[ours["action"] == "unenroll", "enrollment_id"].items()}
-        for outcome in result.outcomes:
-            outcomes.append(
-                {**outcome, "key": key_by_id.get(outcome.get("enrollment_id"), outcome.get("key"))}
-            )
-        state.forget([o["enrollment_id"] for o in result.outcomes if o["outcome"] == "unenrolled"])
+    if not removals.empty:
+        result = hook.bulk_unenroll(
+            removals["enrollment_id"].astype(str).tolist(), on_outcomes=journal.outcomes
+        )
+        key_by_id = {str(eid): key for key, eid in removals["enrollment_id"].items()}
+        outcomes += [
+            {**o, "key": key_by_id.get(str(o.get("enrollment_id")), o.get("key"))} for o in result.outcomes
+        ]
+    folded = fold_into_state(state, run_key(run_id))
     table = _outcome_table(lines, outcomes)
     write_csv(folder / "outcomes.csv", table)
     counts = {str(k): int(v) for k, v in pd.Series([o["outcome"] for o in outcomes]).value_counts().items()}
-    return {"dry_run": False, "applied": True, "counts": counts, "failed": counts.get("failed", 0)}
+    return {
+        "dry_run": False,
+        "applied": True,
+        "counts": counts,
+        "failed": counts.get("failed", 0),
+        "provenance": {"recorded": folded["created"], "adopted": folded["adopted"]},
+    }
+
+
+def _intents(enroll_lines: pd.DataFrame, removals: pd.DataFrame, run_id: str) -> list[dict]:
+    """Journal rows for the writes about to be sent (keys match the outcomes' keys)."""
+    rows = [
+        {
+            "key": int(key),
+            "action": line["action"],
+            "user_id": line["user_id"],
+            "course_id": line["course_id"],
+            "enrollment_id": _text(line.get("enrollment_id")),
+            "rule": _text(line.get("rule")),
+            "run_id": run_id,
+        }
+        for key, line in enroll_lines.iterrows()
+    ]
+    rows += [
+        {
+            "key": str(line["enrollment_id"]),
+            "action": "unenroll",
+            "user_id": line["user_id"],
+            "course_id": line["course_id"],
+            "enrollment_id": str(line["enrollment_id"]),
+            "rule": None,
+            "run_id": run_id,
+        }
+        for _, line in removals.iterrows()
+    ]
+    return rows
 
 
 def _enroll_item(key: Any, line: pd.Series) -> dict:
@@ -367,29 +505,6 @@ def _enroll_item(key: Any, line: pd.Series) -> dict:
         "re_enroll": line["action"] == "re_enroll",
         "key": int(key),
     }
-
-
-def _record_created(state: Any, outcomes: list[dict], lines: pd.DataFrame, run_id: str) -> None:
-    created = [
-        {
-            "enrollment_id": o["enrollment_id"],
-            "user_id": o["user_id"],
-            "course_id": o["course_id"],
-            "rule": _rule_of(lines, o.get("key")),
-            "run_id": run_id,
-        }
-        for o in outcomes
-        if o["outcome"] == "created" and o.get("enrollment_id")
-    ]
-    if created:
-        state.record_created(created)
-
-
-def _rule_of(lines: pd.DataFrame, key: Any) -> str | None:
-    if isinstance(key, int) and key in lines.index:
-        rule = lines.at[key, "rule"]
-        return None if rule is None or rule != rule else str(rule)
-    return None
 
 
 def _outcome_table(lines: pd.DataFrame, outcomes: list[dict]) -> pd.DataFrame:
@@ -439,6 +554,7 @@ def verify_and_report(
     new_leavers = sorted(set(meta["leavers"]) - set(state.last_leavers()))
     leaver_lines = lines[lines["handled_by"] != "sync"]
     handover = sorted(set(new_leavers) | set(leaver_lines["employee_id"].dropna().astype(str)))
+    source = read_json(folder / "feed_source.json") if (folder / "feed_source.json").exists() else {}
     summary = {
         "run_id": run_id,
         "dry_run": dry_run,
@@ -449,6 +565,7 @@ def verify_and_report(
         "rejected_rows": summaries.get("feed_gate", {}).get("rejected", 0),
         "missing_people": len(meta["missing_people"]),
         "leavers_handed_over": [] if dry_run else handover,
+        "handover": None if dry_run or not handover else handover_provenance(state, run_id, source),
         "plan_gate": {k: v for k, v in summaries.get("plan_gate", {}).items() if k != "plan"},
         "folder": str(folder),
     }
@@ -466,8 +583,23 @@ def verify_and_report(
             active_count=int((people["status"] == "active").sum()),
             run_id=run_id,
             leavers=meta["leavers"],
+            active_ids=sorted(set(people["employee_id"].astype(str)) - set(meta["leavers"])),
+            feed_sha256=source.get("sha256"),
         )
     return summary
+
+
+def handover_provenance(state: Any, run_id: str, source: Mapping[str, Any]) -> dict:
+    """What a leavers hand-over was computed from, for the unenrollment to re-check when it runs."""
+    from datetime import UTC, datetime
+
+    portal = state.portal or {}
+    return {
+        "sync_run_id": run_id,
+        "feed_sha256": source.get("sha256"),
+        "portal": {"base_url": portal.get("base_url"), "api_user": portal.get("api_user")},
+        "computed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def _read_back(hook: Any, lines: pd.DataFrame) -> pd.DataFrame:
@@ -513,7 +645,10 @@ def _line_problem(
 
 
 def _write_report(
-    folder: ObjectStoragePath, summary: Mapping[str, Any], lines: pd.DataFrame, mismatches: pd.DataFrame
+    folder: ObjectStoragePath,
+    summary: Mapping[str, Any],
+    lines: pd.DataFrame,
+    mismatches: pd.DataFrame | None,
 ) -> None:
     import pandas as pd
 
@@ -540,4 +675,6 @@ def _write_report(
         "People missing in Absorb": optional_csv("missing_people.csv"),
     }
     title = f"HR enrollment sync {summary['run_id']}" + (" (dry run)" if summary["dry_run"] else "")
+    if summary.get("held"):
+        title += " (held: nothing written)"
     write_html(folder / "report.html", run_report(title, summary, tables))

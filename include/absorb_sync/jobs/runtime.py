@@ -125,9 +125,21 @@ class RunContext:
         return make_hook(self.params.get("absorb_conn_id"))
 
     def state(self):
-        from absorb_sync.state import SyncState
+        """The sync state of the portal this run's connection points at."""
+        return portal_state(self.hook())
 
-        return SyncState(state_root())
+
+def portal_of(hook: Any) -> dict:
+    """The portal a hook talks to: gateway URL and API user (never a secret), and their key."""
+    settings = hook.settings
+    return {"key": settings.identity, "base_url": settings.base_url, "api_user": settings.username}
+
+
+def portal_state(hook: Any, root: Any = None):
+    """``SyncState`` of the hook's portal under ``root`` (default: the state root)."""
+    from absorb_sync.state import SyncState
+
+    return SyncState.for_portal(root if root is not None else state_root(), **portal_of(hook))
 
 
 def current_run() -> RunContext:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 COMPLETE = 3
+HANDOVER_RUN_PREFIX = "leavers__"
+DONE_OUTCOMES = ("unenrolled", "already_gone")  # already_gone: another run removed it first
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 TARGET_COLUMNS = ["person", "employee_id", "user_id", "enrollment_id", "course_id", "course_name", "status"]
 
@@ -97,15 +100,122 @@ def read_people_file(location: str) -> list[dict]:
     return parse_requests([i for i in items if i["person"].strip()])
 
 
+def check_handover(
+    handover: Mapping[str, Any] | None,
+    *,
+    run_id: str,
+    portal: Mapping[str, Any],
+    now: datetime,
+    max_age_hours: float,
+) -> dict | None:
+    """Refuse a sync's leavers hand-over that no longer speaks for the present.
+
+    A hand-over may wait (a paused DAG, a full pool, an outage) and run against another portal
+    that shares the connection id, or after the feed changed. The whole hand-over is refused when
+    it was computed against another portal, is older than ``max_age_hours`` or carries no
+    provenance at all; hand-typed runs (no hand-over) are not affected.
+    """
+    if handover is None:
+        if run_id.startswith(HANDOVER_RUN_PREFIX):
+            raise UnenrollmentRefusedError(
+                f"hand-over run {run_id} carries no provenance (made by an older version?): refused, "
+                "nothing was written; the next sync hands its leavers over again"
+            )
+        return None
+    if not isinstance(handover, Mapping):
+        raise UnenrollmentRefusedError(f"hand-over must be an object, got {type(handover).__name__}")
+    problems = []
+    theirs = handover.get("portal") or {}
+    if not _same_portal(theirs, portal):
+        problems.append(
+            f"computed against portal {theirs.get('base_url')} as {theirs.get('api_user')}, "
+            f"but this run talks to {portal.get('base_url')} as {portal.get('api_user')}"
+        )
+    computed_at = _instant(handover.get("computed_at"))
+    if computed_at is None:
+        problems.append(f"no valid computed_at ({handover.get('computed_at')!r})")
+    else:
+        age_hours = (now - computed_at).total_seconds() / 3600
+        if age_hours > max_age_hours:
+            problems.append(
+                f"computed {age_hours:.1f} h ago at {computed_at.isoformat()}, older than "
+                f"max_handover_age_hours {max_age_hours:g}"
+            )
+    if problems:
+        raise UnenrollmentRefusedError(
+            f"hand-over from sync run {handover.get('sync_run_id')} refused, nothing was written: "
+            + "; ".join(problems)
+            + " (the next sync against this portal hands current leavers over again)"
+        )
+    return {**handover, "checked_at": now.isoformat(timespec="seconds")}
+
+
+def _same_portal(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> bool:
+    def norm(value: Any) -> str:
+        return str(value or "").strip().rstrip("/").lower()
+
+    return (
+        bool(norm(theirs.get("base_url")))
+        and norm(theirs.get("base_url")) == norm(ours.get("base_url"))
+        and norm(theirs.get("api_user")) == norm(ours.get("api_user"))
+    )
+
+
+def _instant(value: Any) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def screen_leavers(requests: list[dict], state: Any) -> tuple[list[dict], list[dict]]:
+    """Leavers named by a sync (hand-over or last leavers) who are active in the latest accepted
+    feed are skipped: rehired, or a corrected typo, since the hand-over was computed."""
+    accepted = state.accepted_active_people()
+    if accepted is None or not requests:
+        return requests, []
+    feed_run, active = accepted
+    active_keys = {a.lower() for a in active}
+    kept, skipped = [], []
+    for request in requests:
+        if request["person"].lower() in active_keys:
+            skipped.append(
+                {
+                    "person": request["person"],
+                    "reason": f"active in the latest accepted HR feed (sync run {feed_run}): not a leaver now",
+                }
+            )
+        else:
+            kept.append(request)
+    return kept, skipped
+
+
 def collect_requests(
-    *, people: list | None, people_file: str | None, use_last_leavers: bool, state: Any
-) -> list[dict]:
-    """All requested people from the three sources, de-duplicated (courses merged per person)."""
+    *,
+    people: list | None,
+    people_file: str | None,
+    use_last_leavers: bool,
+    state: Any,
+    screen_people: bool = False,
+) -> tuple[list[dict], list[dict]]:
+    """All requested people from the three sources, de-duplicated (courses merged per person),
+    and the skipped ones with their reason. Leavers that a sync named (``use_last_leavers``, and
+    ``people`` of a hand-over when ``screen_people``) are re-checked against the latest feed."""
     requests = parse_requests(people)
+    skipped: list[dict] = []
+    if screen_people:
+        requests, skipped = screen_leavers(requests, state)
     if people_file:
         requests += read_people_file(people_file)
     if use_last_leavers:
-        requests += parse_requests(state.last_leavers())
+        leavers, skipped_leavers = screen_leavers(parse_requests(state.last_leavers()), state)
+        requests += leavers
+        skipped += skipped_leavers
+    return _merge_requests(requests), skipped
+
+
+def _merge_requests(requests: list[dict]) -> list[dict]:
     merged: dict[str, dict] = {}
     for request in requests:
         key = request["person"].lower()
@@ -123,12 +233,20 @@ def collect_requests(
 
 
 def resolve_targets(
-    *, folder: ObjectStoragePath, hook: Any, requests: list[dict], include_completed: bool
+    *,
+    folder: ObjectStoragePath,
+    hook: Any,
+    requests: list[dict],
+    include_completed: bool,
+    skipped: list[dict] | None = None,
+    handover: Mapping[str, Any] | None = None,
 ) -> dict:
     """People -> users (one paged read of /users) -> their active enrollments (paged per user)."""
     import pandas as pd
 
     write_json(folder / "requests.json", requests)
+    skipped = list(skipped or [])
+    write_csv(folder / "skipped.csv", pd.DataFrame(skipped, columns=["person", "reason"]))
     users = list(hook.list_users())
     index = _user_index(users)
     active_users = sum(1 for u in users if int(u.get("activeStatus") or 0) == 0)
@@ -170,6 +288,9 @@ def resolve_targets(
         "people_affected": int(frame["user_id"].nunique()),
         "kept_completed": kept_completed,
         "active_users": active_users,
+        "skipped": skipped[:20],
+        "skipped_count": len(skipped),
+        "handover": dict(handover) if handover else None,
     }
 
 
@@ -211,11 +332,22 @@ def gate_targets(
     max_share_pct: float,
     override: bool,
     override_reason: str | None,
+    max_unresolved_pct: float = 50.0,
 ) -> dict:
-    """Refuse more than ``max_count`` enrollments or people over ``max_share_pct`` % of active users."""
+    """Refuse more than ``max_count`` enrollments, people over ``max_share_pct`` % of active users,
+    or a people list of which more than ``max_unresolved_pct`` % match nobody (a wrong file)."""
     if override and not (override_reason or "").strip():
         raise ValueError("override_thresholds needs a non-empty override_reason")
     reasons = []
+    requested = resolved["people_requested"]
+    unresolved = requested - resolved["people_resolved"]
+    if requested and 100.0 * unresolved / requested > max_unresolved_pct:
+        names = ", ".join(resolved.get("unresolved", [])[:10])
+        reasons.append(
+            f"{unresolved} of {requested} people match no Absorb user "
+            f"({100.0 * unresolved / requested:.0f} % > max_unresolved_pct {max_unresolved_pct:g}; "
+            f"e.g. {names}): is it the right file or portal?"
+        )
     if resolved["targets"] > max_count:
         reasons.append(f"{resolved['targets']} enrollments to remove > max_count {max_count}")
     share = 100.0 * resolved["people_affected"] / max(resolved["active_users"], 1)
@@ -253,7 +385,7 @@ def unenroll_targets(*, folder: ObjectStoragePath, hook: Any, state: Any, dry_ru
     result = hook.bulk_unenroll(targets["enrollment_id"].tolist())
     outcomes = pd.DataFrame(result.outcomes).reindex(columns=["enrollment_id", "outcome", "error"])
     write_csv(folder / "outcomes.csv", targets.merge(outcomes, on="enrollment_id", how="left"))
-    state.forget(outcomes.loc[outcomes["outcome"] == "unenrolled", "enrollment_id"].tolist())
+    state.forget(outcomes.loc[outcomes["outcome"].isin(DONE_OUTCOMES), "enrollment_id"].tolist())
     counts = {str(k): int(v) for k, v in outcomes["outcome"].value_counts().items()}
     return {"dry_run": False, "counts": counts, "failed": counts.get("failed", 0)}
 
@@ -290,6 +422,10 @@ def verify_and_report(
         "Enrollments to remove" if dry_run else "Removed enrollments": targets,
         "Still enrolled": still_there,
     }
+    skipped = folder / "skipped.csv"
+    if skipped.exists():
+        with skipped.open("r", encoding="utf-8") as handle:
+            tables["Skipped people (not removed)"] = pd.read_csv(handle, dtype=str)
     unresolved = folder / "unresolved.csv"
     if unresolved.exists():
         with unresolved.open("r", encoding="utf-8") as handle:
