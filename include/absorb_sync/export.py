@@ -255,10 +255,13 @@ def write_partitioned_parquet(frame: pd.DataFrame, folder: Any, partition_by: st
 
 
 def write_csv(frame: pd.DataFrame, target: Any) -> str:
-    """CSV with ISO-8601 UTC dates (``Z``-less offset form), through the path's ``open``."""
+    """CSV with ISO-8601 UTC dates (``Z``-less offset form), through the path's ``open``; formula
+    cells are escaped (see :mod:`absorb_provider.csv_safety`)."""
+    from absorb_provider.csv_safety import escape_frame
+
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w", encoding="utf-8", newline="") as handle:
-        frame.to_csv(handle, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+        escape_frame(frame).to_csv(handle, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
     return str(target)
 
 

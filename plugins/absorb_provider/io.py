@@ -15,6 +15,7 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
+from absorb_provider.csv_safety import escape_arrow_table, escape_row
 from absorb_provider.validation import as_utc, guid, iso_utc
 
 ENROLL_COLUMNS = ("user_id", "course_id", "due_date", "re_enroll", "key")
@@ -146,7 +147,7 @@ def write_outcomes(path: str | ObjectStoragePath, outcomes: list[dict[str, Any]]
         with path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=OUTCOME_COLUMNS, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(outcomes)
+            writer.writerows(escape_row(row) for row in outcomes)
     return path
 
 
@@ -298,7 +299,8 @@ class BatchedTableWriter:
             _timestamps(raw.column(name)) if kind == "timestamp" else raw.column(name)
             for name, kind in self.fields
         ]
-        self._writer.write_table(pa.Table.from_arrays(columns, schema=self.schema))
+        table = pa.Table.from_arrays(columns, schema=self.schema)
+        self._writer.write_table(escape_arrow_table(table) if self.format == "csv" else table)
         self.rows_written += raw.num_rows
         self._tables.clear()
         self._table_rows = 0

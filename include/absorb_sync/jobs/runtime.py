@@ -85,9 +85,12 @@ def read_frame(source: ObjectStoragePath) -> pd.DataFrame:
 
 
 def write_csv(target: ObjectStoragePath, frame: pd.DataFrame) -> str:
+    """CSV for people to open; cells a spreadsheet would run as formulas are escaped (``'=...``)."""
+    from absorb_provider.csv_safety import escape_frame
+
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w", encoding="utf-8", newline="") as handle:
-        frame.to_csv(handle, index=False)
+        escape_frame(frame).to_csv(handle, index=False)
     return str(target)
 
 
