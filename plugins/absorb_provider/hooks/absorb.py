@@ -7,6 +7,7 @@ Transport (pooled session, shared token, retries, rate limit, paging) lives in
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from absorb_provider.exceptions import (
     AbsorbApiError,
     AbsorbError,
     AbsorbNotFoundError,
+    AbsorbRetryExhaustedError,
 )
 from absorb_provider.settings import AbsorbSettings
 from absorb_provider.validation import (
@@ -487,9 +489,16 @@ class AbsorbHook(BaseHook):
         """Applies many enrollments concurrently (rate-limited); one outcome per item, in order.
 
         Each item: ``{"user_id", "course_id", "due_date": "YYYY-MM-DD" | None, "re_enroll": bool,
-        "key": any}``. Outcomes: created, updated (due date changed), already_enrolled, failed.
-        Current enrollments are read first in bulk (``/bulk/studentcourses``, 100 users a call), so
-        a re-run of the same items sends no write at all.
+        "key": any}``. Outcomes: created (a new enrollment, a re-enrollment included), updated (due
+        date changed), already_enrolled, failed. Current enrollments are read first in bulk
+        (``/bulk/studentcourses``, 100 users a call), so a re-run of the same items sends no write
+        at all.
+
+        Writes whose answer is lost (dropped connection, timeout, 5xx after sending) converge: a
+        create or a due-date write is safe to repeat (a repeated create hears "already enrolled"
+        and reads the enrollment); a re-enrollment is never repeated blindly: the user's active
+        enrollment is read again, and a different id than before means it was applied (so the
+        learner's progress is archived once, not twice).
         """
         items = list(items)
         known = self._known_enrollments(items)
@@ -510,9 +519,8 @@ class AbsorbHook(BaseHook):
         """
         wanted: dict[str, set[str]] = defaultdict(set)
         for item in items:
-            try:
-                if not item.get("re_enroll"):
-                    wanted[guid(item.get("user_id"), "user_id")].add(guid(item.get("course_id"), "course_id"))
+            try:  # re-enroll items too: their current enrollment is the one a re-enroll replaces
+                wanted[guid(item.get("user_id"), "user_id")].add(guid(item.get("course_id"), "course_id"))
             except ValueError:
                 continue  # reported as that item's failure later
         users = sorted(wanted)
@@ -548,7 +556,16 @@ class AbsorbHook(BaseHook):
         on_outcomes: Callable[[list[dict]], None] | None = None,
     ) -> BulkResult:
         """Unenrolls in batches through ``POST /enrollments/unenroll``; a refused batch is split
-        until the refused ids are isolated, so one bad id does not fail its neighbours."""
+        until the refused ids are isolated, so one bad id does not fail its neighbours.
+
+        Outcomes per id: ``unenrolled`` (removed by this call), ``already_gone`` (Absorb answered
+        "not found" (404, or 400/409/422 saying not found) and a read of ``GET /enrollments/{id}``
+        confirms it no longer exists: another run got there first; Absorb cannot tell an id that
+        never existed from one that is gone), ``failed`` (any other refusal, an id that is not a
+        GUID, or transient errors past the retry budget). A batch whose answer is lost (dropped
+        connection, timeout, 5xx after sending) is not re-sent blindly: its ids are read back, the
+        ones gone count as ``unenrolled`` and only the rest are sent again.
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         valid, invalid = _split_guids(list(enrollment_ids))
@@ -575,12 +592,18 @@ class AbsorbHook(BaseHook):
         due = item.get("due_date")
         due = None if due in (None, "") else iso_utc(due, "due_date")
         pair = (user_id, course_id)
-        if known is not None and pair in known and not re_enroll:
+        if re_enroll:
+            if known is not None and pair in known:
+                replaced = known[pair]
+            else:
+                replaced = self._current_enrollment(user_id, course_id)
+            return self._re_enroll(item, user_id, course_id, due, replaced)
+        if known is not None and pair in known:
             return self._enroll_known(item, user_id, course_id, due, known[pair])
         if due is None:
-            return self._enroll_without_due_date(item, user_id, course_id, re_enroll)
-        current = None if re_enroll else self._current_enrollment(user_id, course_id)
-        return self._enroll_with_due_date(item, user_id, course_id, re_enroll, due, current)
+            return self._enroll_without_due_date(item, user_id, course_id, False)
+        current = self._current_enrollment(user_id, course_id)
+        return self._enroll_with_due_date(item, user_id, course_id, False, due, current)
 
     def _enroll_known(
         self, item: dict, user_id: str, course_id: str, due: str | None, current: dict | None
@@ -611,6 +634,60 @@ class AbsorbHook(BaseHook):
         outcome = "updated" if current is not None else "created"
         return _outcome(item, outcome, enrollment_id=(written or {}).get("enrollmentId"))
 
+    def _re_enroll(
+        self, item: dict, user_id: str, course_id: str, due: str | None, replaced: dict | None
+    ) -> dict:
+        """Re-enrolls once: after a lost answer the active enrollment is read again, and an id other
+        than ``replaced`` (the enrollment before the write) means the re-enrollment was applied."""
+        replaced_id = (replaced or {}).get("id")
+        if due is None:
+            path, body = f"users/{user_id}/enrollments/{course_id}", None
+        else:
+            path, body = f"users/{user_id}/enrollments", {"courseId": course_id, "dateDue": due}
+
+        def send(state: dict) -> str | None:
+            answer = self.client.call("POST", path, params={"reEnroll": "true"}, json=body, state=state)
+            return (answer.data or {}).get("enrollmentId")
+
+        def applied() -> str | None:
+            current = self._current_enrollment(user_id, course_id)
+            if current is None or current.get("id") == replaced_id:
+                return None  # not applied: the old enrollment (or none) is still the active one
+            if due is not None and not _same_day(current.get("dateDue"), due):
+                # re-enrolled, but the due date did not come with it: set it (safe to repeat)
+                self.create_or_update_enrollment(user_id, {"courseId": course_id, "dateDue": due})
+            return current.get("id")
+
+        enrollment_id = self._write_once(send, applied, f"re-enroll {user_id} in {course_id}")
+        return _outcome(item, "created", enrollment_id=enrollment_id)
+
+    def _write_once(self, send: Callable[[dict], Any], applied: Callable[[], Any], what: str) -> Any:
+        """Sends a write that must not be repeated blindly.
+
+        The client does not re-send it after an attempt that may have reached Absorb (dropped
+        connection, timeout, 5xx); instead ``applied()`` reads the state back: a result other than
+        None means the write took effect and is returned; None means it did not, and it is sent
+        again (bounded by the client's retry policy).
+        """
+        policy = self.client.retry
+        lost: AbsorbRetryExhaustedError | None = None
+        for attempt in range(1, max(1, policy.max_attempts) + 1):
+            state = {"no_ambiguous_retry": True}
+            try:
+                return send(state)
+            except AbsorbRetryExhaustedError as exc:
+                if not state.get("ambiguous"):
+                    raise
+                lost = exc
+                self.log.warning("%s: answer lost (%s); reading back whether it was applied", what, exc)
+            time.sleep(policy.delay(attempt))
+            result = applied()
+            if result is not None:
+                self.log.info("%s: it was applied before its answer was lost", what)
+                return result
+        assert lost is not None
+        raise lost
+
     def _current_enrollment(self, user_id: str, course_id: str) -> dict | None:
         """The active enrollment of the user in the course, or None."""
         try:
@@ -622,14 +699,65 @@ class AbsorbHook(BaseHook):
         return current
 
     def _unenroll_batch(self, batch: list[str]) -> list[dict]:
+        rows: dict[str, dict] = {}
+        remaining = list(batch)  # _send_unenroll drops the ids a read-back found gone
         try:
-            self.unenroll(batch)
+            self._send_unenroll(remaining, rows)
         except AbsorbApiError as exc:
-            if exc.status >= 500 or len(batch) == 1:
-                return [_unenroll_outcome(i, "failed", _describe(exc)) for i in batch]
+            rows.update(self._refused(remaining, exc))
+        except AbsorbError as exc:
+            rows.update({i: _unenroll_outcome(i, "failed", _describe(exc)) for i in remaining})
+        else:
+            rows.update({i: _unenroll_outcome(i, "unenrolled") for i in remaining})
+        return [rows[i] for i in batch]
+
+    def _send_unenroll(self, remaining: list[str], rows: dict[str, dict]) -> None:
+        """``POST /enrollments/unenroll`` for ``remaining``; after a lost answer the ids are read
+        back: those gone are recorded as unenrolled in ``rows`` and removed from ``remaining``,
+        the others are sent again."""
+
+        def send(state: dict) -> bool:
+            self.client.call("POST", "enrollments/unenroll", json=list(remaining), state=state)
+            return True
+
+        def applied() -> bool | None:
+            gone = [i for i in remaining if self._enrollment_gone(i)]
+            for enrollment_id in gone:
+                rows[enrollment_id] = _unenroll_outcome(enrollment_id, "unenrolled")
+            remaining[:] = [i for i in remaining if i not in set(gone)]
+            return True if not remaining else None
+
+        self._write_once(send, applied, f"unenroll of {len(remaining)} enrollments")
+
+    def _refused(self, batch: list[str], exc: AbsorbApiError) -> dict[str, dict]:
+        """Outcomes of a batch Absorb refused: split until the refused ids are isolated; a single
+        id refused as not found that a read confirms gone is ``already_gone``."""
+        if exc.status >= 500:
+            return {i: _unenroll_outcome(i, "failed", _describe(exc)) for i in batch}
+        if len(batch) > 1:
             middle = len(batch) // 2
-            return self._unenroll_batch(batch[:middle]) + self._unenroll_batch(batch[middle:])
-        return [_unenroll_outcome(i, "unenrolled") for i in batch]
+            return {
+                row["enrollment_id"]: row
+                for row in self._unenroll_batch(batch[:middle]) + self._unenroll_batch(batch[middle:])
+            }
+        (enrollment_id,) = batch
+        if _says_not_found(exc):
+            try:
+                gone = self._enrollment_gone(enrollment_id)
+            except AbsorbError as read_error:
+                self.log.warning("could not confirm that %s is gone: %s", enrollment_id, read_error)
+                gone = False
+            if gone:
+                return {enrollment_id: _unenroll_outcome(enrollment_id, "already_gone")}
+        return {enrollment_id: _unenroll_outcome(enrollment_id, "failed", _describe(exc))}
+
+    def _enrollment_gone(self, enrollment_id: str) -> bool:
+        """Whether ``GET /enrollments/{id}`` says the enrollment does not exist (404)."""
+        try:
+            self.get_enrollment(enrollment_id)
+        except AbsorbNotFoundError:
+            return True
+        return False
 
 
 def _flag(value: bool) -> str:
@@ -647,6 +775,14 @@ def _attempt_body(
     if completion_date is not None:
         body["completionDate"] = iso_utc(completion_date, "completion_date")
     return body
+
+
+NOT_FOUND_HINTS = ("not found", "does not exist", "no longer exists")
+
+
+def _says_not_found(exc: AbsorbApiError) -> bool:
+    """A refusal that means "no such enrollment" (404, or a 400/409/422 saying so)."""
+    return exc.status == 404 or (exc.status in (400, 409, 422) and exc.mentions(*NOT_FOUND_HINTS))
 
 
 def _same_day(current: Any, wanted: str) -> bool:
