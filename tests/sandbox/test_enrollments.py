@@ -197,7 +197,28 @@ def test_bulk_student_courses_accepts_repeated_keys_and_comma_lists(module_api):
     assert isinstance(repeated.json(), list)
     assert {r["id"] for r in rows} <= {e["id"] for e in repeated.json()} == {e["id"] for e in comma.json()}
     assert_error(module_api.get("/bulk/studentcourses"), 400)
+    assert_error(
+        module_api.get("/bulk/studentcourses", params={"courseIds": SAFETY}), 400, contains="userIds"
+    )
     assert_error(module_api.get("/bulk/studentcourses", params={"userIds": "x"}), 422)
+
+
+def test_null_accepted_terms_is_not_a_server_error(module_api, module_server):
+    """acceptedTermsAndConditions is nullable in the JSON but NOT NULL in the store: a null
+    means "not given" (false on create, unchanged on update), never a 500."""
+    user = unenrolled_pair(module_api, SAFETY, start=60)
+    body = {"courseId": SAFETY, "acceptedTermsAndConditions": None}
+    created = module_api.post(f"/users/{user}/enrollments", json=body)
+    assert created.status_code == 201, created.text
+    enrollment_id = created.json()["enrollmentId"]
+    assert module_api.get(f"/enrollments/{enrollment_id}").json()["acceptedTermsAndConditions"] is False
+    accepted = {"courseId": SAFETY, "acceptedTermsAndConditions": True}
+    assert module_api.post(f"/users/{user}/enrollments", json=accepted).status_code == 200
+    updated = module_api.post(f"/users/{user}/enrollments", json=body)
+    assert updated.status_code == 200 and updated.json()["enrollmentId"] == enrollment_id
+    assert module_api.get(f"/enrollments/{enrollment_id}").json()["acceptedTermsAndConditions"] is True
+    stats = module_server.stats()
+    assert stats["internal_errors"] == 0 and "500" not in stats["by_status"], stats
 
 
 def test_my_enrollments_act_for_the_authenticated_user(module_api):

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+import uuid
+
 import httpx
 import pytest
-from sandbox_helpers import assert_error, authenticate, raw_client
+from absorb_sandbox.seed import course_id
+from sandbox_helpers import assert_error, authenticate, raw_client, unenrolled_pair
+
+SAFETY = course_id("Workplace Safety")
 
 
 def statuses(server, token: str, count: int) -> list:
@@ -71,7 +79,149 @@ def test_latency_fault_and_admin_calls_unaffected(sandbox_factory):
         assert http.get("/_sandbox/stats").status_code == 200
 
 
-@pytest.mark.parametrize("spec", ["error=2", "bogus=0.1", "latency=0.1:fast", "error=0.6,drop=0.6", "seed=x"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "error=2",
+        "bogus=0.1",
+        "latency=0.1:fast",
+        "error=0.6,drop=0.6",
+        "seed=x",
+        "lost=0.7,lost5xx=0.4",
+        "lost=x",
+    ],
+)
 def test_bad_fault_specs_are_refused(sandbox, spec):
     with raw_client(sandbox) as http:
         assert_error(http.post("/_sandbox/faults", json={"spec": spec}), 422)
+
+
+def _active_enrollment(http, server, token, user: str) -> int:
+    return http.get(f"/users/{user}/enrollments/{SAFETY}", headers=server.headers(token)).status_code
+
+
+def test_lost_write_is_applied_then_its_connection_dropped(sandbox_factory):
+    server = sandbox_factory("lost")
+    token = authenticate(server)
+    with raw_client(server) as http:
+        http.headers.update(server.headers(token))
+        user = unenrolled_pair(http, SAFETY)
+        server.set_faults("seed=3,lost=1.0")
+        assert authenticate(server)  # /authenticate is never lost
+        token = authenticate(server)
+        http.headers.update(server.headers(token))
+        assert http.get("/departments").status_code == 200  # reads are never lost
+        with pytest.raises(httpx.TransportError):
+            http.post(f"/users/{user}/enrollments/{SAFETY}")
+        server.set_faults("off")
+        current = http.get(f"/users/{user}/enrollments/{SAFETY}")
+        assert current.status_code == 200 and current.json()["isActive"] is True  # it was applied
+    stats = server.stats()
+    assert stats["injected"] == {"lost": 1} and stats["by_status"]["dropped"] == 1
+    assert stats["internal_errors"] == 0
+
+
+def test_lost5xx_write_is_applied_then_answered_502_or_503(sandbox_factory):
+    server = sandbox_factory("lost5xx")
+    token = authenticate(server)
+    with raw_client(server) as http:
+        http.headers.update(server.headers(token))
+        user = unenrolled_pair(http, SAFETY)
+        server.set_faults({"seed": 4, "lost5xx": 1.0})
+        answer = http.post(f"/users/{user}/enrollments/{SAFETY}")
+        assert_error(answer, answer.status_code)
+        assert answer.status_code in (502, 503)
+        server.set_faults("off")
+        enrollment = http.get(f"/users/{user}/enrollments/{SAFETY}").json()
+        assert enrollment["userId"] == user and enrollment["isActive"] is True
+        retried = http.post(f"/users/{user}/enrollments/{SAFETY}")  # what a blind retry hears
+        assert_error(retried, 422, contains="already enrolled")
+    stats = server.stats()
+    assert stats["injected"] == {"lost5xx": 1}
+    assert stats["by_status"][str(answer.status_code)] == 1 and "dropped" not in stats["by_status"]
+
+
+def _write_statuses(server, token: str, count: int) -> list:
+    """Status of ``count`` writes (an unenroll of an unknown id, a 422 that changes nothing),
+    each after a read; 'drop' when the connection closed."""
+    seen = []
+    unknown = [str(uuid.UUID(int=77))]
+    with raw_client(server) as http:
+        for _ in range(count):
+            assert http.get("/departments", headers=server.headers(token)).status_code == 200
+            try:
+                seen.append(
+                    http.post(
+                        "/enrollments/unenroll", json=unknown, headers=server.headers(token)
+                    ).status_code
+                )
+            except httpx.TransportError:
+                seen.append("drop")
+    return seen
+
+
+def test_lost_faults_are_repeatable_and_only_on_writes(sandbox_factory):
+    spec = "seed=9,lost=0.3,lost5xx=0.3"
+    first = sandbox_factory("lost_a", seed="none")
+    second = sandbox_factory("lost_b", seed="none")
+    token_a, token_b = authenticate(first), authenticate(second)
+    first.set_faults(spec)
+    second.set_faults(spec)
+    run_a = _write_statuses(first, token_a, 30)
+    run_b = _write_statuses(second, token_b, 30)
+    assert run_a == run_b
+    assert {"drop", 422} <= set(run_a) and {502, 503} & set(run_a)
+    stats = first.stats()
+    assert stats["injected"]["lost"] == run_a.count("drop")
+    assert stats["injected"]["lost5xx"] == sum(1 for s in run_a if s in (502, 503))
+    assert stats["by_route"]["GET /departments"] == 30  # every read answered 200: reads untouched
+    assert stats["by_status"]["200"] == 30 + 1  # and the authentication
+    # adding lost faults leaves the sequence of the other (read) faults unchanged
+    first.set_faults("seed=7,error=0.2,429=0.1,drop=0.1")
+    plain = statuses(first, token_a, 30)
+    first.set_faults("seed=7,error=0.2,429=0.1,drop=0.1,lost=0.5,lost5xx=0.5")
+    assert statuses(first, token_a, 30) == plain
+
+
+def test_an_uncaught_exception_counts_as_an_internal_error_not_a_drop(tmp_path):
+    """A sandbox defect (an exception no handler maps) answers 500 with Absorb's error body and
+    counts under ``internal_errors``, apart from injected drops. Served over real HTTP by the
+    sandbox's own app and protocol, plus one route that fails."""
+    import uvicorn
+    from absorb_sandbox.app import SandboxConfig, create_app
+    from absorb_sandbox.server import DroppableHttpToolsProtocol
+
+    config = SandboxConfig(db_path=str(tmp_path / "defect.db"), seed="none")
+    app = create_app(config)
+
+    @app.get("/defect")
+    async def defect():
+        raise RuntimeError("a sandbox bug")
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, http=DroppableHttpToolsProtocol, log_level="critical", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            headers = {"x-api-key": config.api_key, "x-api-version": "2"}
+            token = http.post(
+                "/authenticate",
+                headers=headers,
+                json={"username": config.username, "password": config.password, "privateKey": config.api_key},
+            ).json()
+            answer = http.get("/defect", headers={**headers, "Authorization": f"Bearer {token}"})
+            assert_error(answer, 500, contains="internal error")
+            stats = http.get("/_sandbox/stats").json()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert stats["internal_errors"] == 1
+    assert stats["by_status"] == {"200": 1, "500": 1} and stats["injected"] == {}
