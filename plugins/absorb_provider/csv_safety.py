@@ -19,6 +19,8 @@ ESCAPE = "'"
 FORMULA_START_REGEX = "^[=+\\-@\\t\\r\uff1d\uff0b\uff0d\uff20]"
 NUMBER_REGEX = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$"
 _NUMBER = re.compile(NUMBER_REGEX)
+# a value that is a formula and more than the bare operator (a lone "-" is a common "none" placeholder)
+FORMULA_VALUE_REGEX = "^(?!" + NUMBER_REGEX[1:-1] + "$)[=+\\-@\\t\\r\uff1d\uff0b\uff0d\uff20]."
 
 
 def is_formula(value: Any) -> bool:

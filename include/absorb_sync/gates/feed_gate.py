@@ -3,15 +3,27 @@
 pandas pre-computes a few helper columns (case-folded email of active people, parsed dates, manager
 look-ups); GX evaluates every expectation and its unexpected-row list (keyed on ``_line``) decides
 which rows are rejected, so reject line numbers are the source file's physical lines.
+
+Scale: GX reports the unexpected rows as ``_line`` keys only (``run_checks(keys_only=True)``) and
+the reject reasons are built from one vectorised look-up of the rejected rows, so a 500k-row feed,
+even one where every row is bad, gets its verdict in seconds (``bench/bench_feed_gate.py``).
+
+Hostile values: a name, email, department, job title or location that a spreadsheet would run as
+a formula (``=HYPERLINK(...)``, ``+SUM(...)``, ``@cmd``, ``-2+3``; plain numbers are fine) is
+quarantined before it can reach Absorb or a report. Emails may be internationalised
+(``josé@bücher.de``) but may not contain invisible characters or a look-alike at-sign.
 """
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from datetime import date
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from absorb_provider.csv_safety import FORMULA_VALUE_REGEX
 
 from absorb_sync.feed import CANONICAL_COLUMNS, LINE_COLUMN, PARSE_ERROR_COLUMN, STATUSES
 from absorb_sync.gates.runner import (
@@ -27,9 +39,21 @@ from absorb_sync.gates.runner import (
     validation_payload,
 )
 
-EMAIL_PATTERN = r"^[^@\s,;:<>()\[\]\"']+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,}$"
+# zero-width space/non-joiner/joiner, word joiner, BOM / zero-width no-break space, soft hyphen,
+# Mongolian vowel separator, invisible math operators: they make two addresses look identical
+INVISIBLE_CHARACTERS = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e\u2061\u2062\u2063\u2064"
+# full-width and small commercial at: look like "@" but are not the separator
+LOOKALIKE_AT_SIGNS = "\uff20\ufe6b"
+_LOCAL = rf"[^@\s,;:<>()\[\]\"'\\{INVISIBLE_CHARACTERS}{LOOKALIKE_AT_SIGNS}]+"
+_LABEL = r"[^\W_](?:[\w-]*[^\W_])?"  # letters/digits of any script, inner hyphens (IDN labels)
+_TLD = r"(?:[^\W\d_]{2,}|xn--[A-Za-z0-9-]+)"
+# internationalised addresses (josé@bücher.de) as Absorb accepts them; see docs/feed-mapping.md
+EMAIL_PATTERN = rf"^{_LOCAL}@(?:{_LABEL}\.)+{_TLD}$"
 ISO_DATE = "%Y-%m-%d"
 REQUIRED_VALUES = ("first_name", "last_name", "status", "hire_date")
+# free-text fields that reach Absorb user records and the CSV reports: no spreadsheet formulas
+FORMULA_CHECKED = ("first_name", "last_name", "email", "department", "job_title", "location")
+_CONTEXT_COLUMNS = (*CANONICAL_COLUMNS, PARSE_ERROR_COLUMN, "_email_active_key")
 
 
 def validate_feed(
@@ -53,14 +77,17 @@ def validate_feed(
     checks = _table_checks(missing, previous_row_count, max_row_drift_pct)
     if not missing:
         checks += _row_checks()
-    outcomes = run_checks("hr_feed", work, checks, LINE_COLUMN)
-    reasons = _reject_reasons(outcomes, work)
-    rejected_mask = work[LINE_COLUMN].isin(reasons)
+    outcomes = run_checks("hr_feed", work, checks, LINE_COLUMN, keys_only=True)
+    lines = pd.Index(work[LINE_COLUMN])
+    reasons = _reject_reasons(outcomes, work, lines)
+    rejected_mask = work[LINE_COLUMN].isin(list(reasons))
     reject_check = _reject_rate_check(work, rejected_mask, max_reject_pct)
     if reject_check is not None:
-        outcomes += run_checks("hr_feed_rejects", reject_check[0], [reject_check[1]], LINE_COLUMN)
+        outcomes += run_checks(
+            "hr_feed_rejects", reject_check[0], [reject_check[1]], LINE_COLUMN, keys_only=True
+        )
     failures = [
-        _with_samples(failure_dict(o, LINE_COLUMN, ()), o, work)
+        _with_samples(failure_dict(o, LINE_COLUMN, ()), o, work, lines)
         for o in outcomes
         if not o.success or (o.check.level == ROW and o.unexpected_count)
     ]
@@ -89,6 +116,8 @@ def _prepare(frame: pd.DataFrame) -> pd.DataFrame:
         work[LINE_COLUMN] = pd.Series(range(2, len(work) + 2), dtype="int64")
     if PARSE_ERROR_COLUMN not in work.columns:
         work[PARSE_ERROR_COLUMN] = pd.Series([None] * len(work), dtype="str")
+    if not work[LINE_COLUMN].is_unique:
+        raise ValueError(f"{LINE_COLUMN} must identify each row (it is the source line of the record)")
     if not all(c in work.columns for c in CANONICAL_COLUMNS):
         return work
     status = work["status"].astype("str")
@@ -184,7 +213,7 @@ def _row_checks() -> list[Check]:
             ROW,
             "active people have a valid email",
             "email",
-            lambda row: f"email {row.get('email')!r} is not a valid address",
+            lambda row: _email_problem(row.get("email")),
         ),
         Check(
             lambda x: x.ExpectColumnValuesToBeUnique(column="_email_active_key"),
@@ -200,6 +229,19 @@ def _row_checks() -> list[Check]:
             "status",
             lambda row: f"status {row.get('status')!r} is not one of {statuses} (add it to status_values?)",
         ),
+    ]
+    checks += [
+        Check(
+            lambda x, c=c: x.ExpectColumnValuesToNotMatchRegex(column=c, regex=FORMULA_VALUE_REGEX),
+            ROW,
+            f"{c} is not a spreadsheet formula",
+            c,
+            lambda row, c=c: (
+                f"{c} {row.get(c)!r} starts with {str(row.get(c))[:1]!r}: a spreadsheet formula "
+                "(CSV injection) is not accepted"
+            ),
+        )
+        for c in FORMULA_CHECKED
     ]
     for column in ("hire_date", "termination_date"):
         checks.append(
@@ -252,46 +294,60 @@ def _active_only() -> Any:
     return Column("_status_active") == "active"
 
 
-def _reject_reasons(outcomes: list[CheckOutcome], work: pd.DataFrame) -> dict[int, list[str]]:
-    """line -> reasons, from the unexpected rows GX reported for row-level and per-row table checks."""
-    by_line = work.set_index(LINE_COLUMN, drop=False)
+def _email_problem(value: Any) -> str:
+    """Why an active person's email failed the pattern, naming an invisible or look-alike character."""
+    text = str(value)
+    for char in text:
+        if char in INVISIBLE_CHARACTERS:
+            return f"email {text!r} contains an invisible character ({_char_name(char)})"
+    for char in text:
+        if char in LOOKALIKE_AT_SIGNS:
+            return f"email {text!r} uses a look-alike at-sign ({_char_name(char)}) instead of '@'"
+    return f"email {text!r} is not a valid address"
+
+
+def _char_name(char: str) -> str:
+    return f"U+{ord(char):04X} {unicodedata.name(char, 'unnamed')}"
+
+
+def _reject_reasons(
+    outcomes: list[CheckOutcome], work: pd.DataFrame, lines: pd.Index
+) -> dict[int, list[str]]:
+    """line -> reasons, from the unexpected rows GX reported for row-level and per-row table checks.
+
+    The rejected rows are read once, vectorised, whatever their number."""
+    wanted = [o for o in outcomes if o.check.reject_reason is not None and o.unexpected_keys]
+    if not wanted:
+        return {}
+    keys = pd.unique(np.concatenate([np.asarray(o.unexpected_keys, dtype="int64") for o in wanted]))
+    columns = [c for c in _CONTEXT_COLUMNS if c in work.columns]
+    rows = work.iloc[lines.get_indexer(keys)][columns].astype(object)
+    rows = rows.where(rows.notna(), None)
+    contexts = dict(zip(keys.tolist(), rows.to_dict("records"), strict=True))
     reasons: dict[int, list[str]] = {}
-    for outcome in outcomes:
-        if outcome.check.reject_reason is None or not outcome.unexpected_rows:
-            continue
-        for unexpected in outcome.unexpected_rows:
-            line = int(unexpected[LINE_COLUMN])
-            row = by_line.loc[line]
-            row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
-            context = {k: (None if _isna(v) else v) for k, v in row.to_dict().items()}
-            reasons.setdefault(line, []).append(outcome.check.reject_reason(context))
+    for outcome in wanted:
+        reason = outcome.check.reject_reason
+        for line in outcome.unexpected_keys:
+            line = int(line)
+            reasons.setdefault(line, []).append(reason(contexts[line]))
     return reasons
 
 
-def _with_samples(failure: dict, outcome: CheckOutcome, work: pd.DataFrame) -> dict:
+def _with_samples(failure: dict, outcome: CheckOutcome, work: pd.DataFrame, lines: pd.Index) -> dict:
     """Sample rows as {line, employee_id, <checked source column>} read back from the feed rows."""
-    lines = [int(row[LINE_COLUMN]) for row in outcome.unexpected_rows[:SAMPLE_SIZE]]
+    sample_lines = [int(row[LINE_COLUMN]) for row in outcome.unexpected_rows[:SAMPLE_SIZE]]
     column = outcome.check.column if outcome.check.column in CANONICAL_COLUMNS else None
     if column == "employee_id":
         column = None
-    rows = work.set_index(LINE_COLUMN, drop=False)
     samples = []
-    for line in lines:
-        row = rows.loc[line]
-        row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
+    for line, position in zip(sample_lines, lines.get_indexer(sample_lines), strict=True):
+        row = work.iloc[position]
         sample = {"line": line, "employee_id": row.get("employee_id")}
         if column:
             sample[column] = row.get(column)
         samples.append(json_safe(sample))
     failure["sample_rows"] = samples
     return failure
-
-
-def _isna(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def _reject_rate_check(
