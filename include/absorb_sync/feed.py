@@ -5,6 +5,11 @@ deprovisioning people. Table-level problems (empty file, wrong delimiter, missin
 undecodable bytes) raise :class:`FeedError`; row-level problems (a record with the wrong number of
 fields, unparseable dates, unknown status values) are kept in the frame for the feed gate to reject
 with the row's line number.
+
+Size: a feed over ``max_bytes`` (default 100 MiB, env ``ABSORB_MAX_FEED_BYTES``) is refused before
+it is read, one with more than ``max_rows`` data rows (default 1,000,000, env
+``ABSORB_MAX_FEED_ROWS``) as soon as the parser gets there. Records are streamed into the frame in
+chunks, so only the decoded text and the canonical columns are held, never a list of every record.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import codecs
 import csv
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -40,6 +45,11 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("employee_id", "first_name", "last_name", "
 DATE_COLUMNS: tuple[str, ...] = ("hire_date", "termination_date")
 STATUSES: tuple[str, ...] = ("active", "leave", "terminated")
 DELIMITERS: tuple[str, ...] = (",", ";", "|", "\t")
+DEFAULT_MAX_FEED_BYTES = 100 * 1024 * 1024
+DEFAULT_MAX_FEED_ROWS = 1_000_000
+MAX_BYTES_ENV = "ABSORB_MAX_FEED_BYTES"
+MAX_ROWS_ENV = "ABSORB_MAX_FEED_ROWS"
+_CHUNK_ROWS = 100_000
 LINE_COLUMN = "_line"
 PARSE_ERROR_COLUMN = "_parse_error"
 MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "mappings"
@@ -202,42 +212,96 @@ def _check_status_values(values: Any, origin: str) -> dict[str, str]:
 # ----------------------------------------------------------------------------------- reading
 
 
-def read_feed(path: Any, mapping: ColumnMapping) -> Feed:
-    """Read ``path`` (local path or ObjectStoragePath) with ``mapping`` into a canonical :class:`Feed`."""
+def read_feed(
+    path: Any, mapping: ColumnMapping, *, max_bytes: int | None = None, max_rows: int | None = None
+) -> Feed:
+    """Read ``path`` (local path or ObjectStoragePath) with ``mapping`` into a canonical :class:`Feed`.
+
+    ``max_bytes`` / ``max_rows``: the size limits (None: env ``ABSORB_MAX_FEED_BYTES`` /
+    ``ABSORB_MAX_FEED_ROWS``, else 100 MiB / 1,000,000 rows); a larger feed is a :class:`FeedError`.
+    """
     source = str(path)
-    data = _read_bytes(path)
+    byte_limit = feed_limit(max_bytes, MAX_BYTES_ENV, DEFAULT_MAX_FEED_BYTES)
+    row_limit = feed_limit(max_rows, MAX_ROWS_ENV, DEFAULT_MAX_FEED_ROWS)
+    data = _read_bytes(path, byte_limit, source)
     if not data.strip():
         raise FeedError(f"feed {source} is empty")
     text, encoding = _decode(data, mapping.encoding, source)
+    del data  # the decoded text is all we keep
     if not text.strip():
         raise FeedError(f"feed {source} is empty")
     delimiter = mapping.delimiter or _sniff_delimiter(text)
-    records = list(_records(text, delimiter))
-    if not records:
+    records = _records(text, delimiter)
+    first = next(records, None)
+    if first is None:
         raise FeedError(f"feed {source} is empty")
-    header_line, header = records[0]
+    header_line, header = first
     headers = [h.strip().lstrip("\ufeff").strip() for h in header]
     _check_header(headers, delimiter, mapping, source, text)
-    if len(records) == 1:
+    frame = _to_frame(records, headers, mapping, row_limit, source)
+    if frame.empty:
         raise FeedError(f"feed {source} has a header (line {header_line}) but no data rows")
-    frame = _to_frame(records[1:], headers, mapping)
     return Feed(frame=frame, encoding=encoding, delimiter=delimiter, source=source, headers=headers)
 
 
-def _read_bytes(path: Any) -> bytes:
-    if isinstance(path, (str, os.PathLike)) and "://" not in os.fspath(path):
+def feed_limit(value: int | None, env: str, default: int) -> int:
+    """``value``, else the positive integer in env ``env``, else ``default``."""
+    if value is None:
+        raw = os.environ.get(env, "").strip().replace("_", "")
+        if not raw:
+            return default
         try:
-            return Path(path).read_bytes()
+            value = int(raw)
+        except ValueError as exc:
+            raise FeedError(f"{env}={os.environ[env]!r} is not a whole number") from exc
+    if value <= 0:
+        raise FeedError(f"the feed size limit must be positive, got {value} ({env})")
+    return int(value)
+
+
+def _too_big(source: str, size: str, limit: int) -> FeedError:
+    return FeedError(
+        f"feed {source} is {size}: the limit is {limit:,} bytes ({limit / 2**20:g} MiB), so it was "
+        f"not parsed. Split the feed, or raise the limit with {MAX_BYTES_ENV}"
+    )
+
+
+def _read_bytes(path: Any, limit: int, source: str) -> bytes:
+    """The file's bytes, refusing one over ``limit`` bytes before reading it (stat), or as soon as a
+    bounded read passes the limit when the store cannot tell the size."""
+    if isinstance(path, (str, os.PathLike)) and "://" not in os.fspath(path):
+        local = Path(path)
+        try:
+            size = local.stat().st_size
         except FileNotFoundError as exc:
             raise FeedError(f"feed file {os.fspath(path)} does not exist") from exc
-    if isinstance(path, str):
-        from airflow.sdk import ObjectStoragePath
+        if size > limit:
+            raise _too_big(source, f"{size:,} bytes", limit)
+    else:
+        if isinstance(path, str):
+            from airflow.sdk import ObjectStoragePath
 
-        path = ObjectStoragePath(path)
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as exc:
-        raise FeedError(f"feed file {path} does not exist") from exc
+            path = ObjectStoragePath(path)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError as exc:
+            raise FeedError(f"feed file {path} does not exist") from exc
+        except Exception:  # a store that cannot stat: the length check below still enforces it
+            size = None
+        if size is not None and size > limit:
+            raise _too_big(source, f"{size:,} bytes", limit)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise FeedError(f"feed file {path} does not exist") from exc
+        if len(data) > limit:
+            raise _too_big(source, f"{len(data):,} bytes", limit)
+        return data
+    with local.open("rb") as handle:
+        data = handle.read(limit + 1)  # bounded: the file may have grown since the stat
+    if len(data) > limit:
+        raise _too_big(source, f"over {limit:,} bytes", limit)
+    return data
 
 
 def _decode(data: bytes, configured: str | None, source: str) -> tuple[str, str]:
@@ -333,26 +397,60 @@ def _find_header(wanted: str, headers: list[str], lookup: dict[str, int]) -> int
 
 
 def _to_frame(
-    records: list[tuple[int, list[str]]], headers: list[str], mapping: ColumnMapping
+    records: Iterator[tuple[int, list[str]]],
+    headers: list[str],
+    mapping: ColumnMapping,
+    max_rows: int,
+    source: str,
 ) -> pd.DataFrame:
+    """The canonical frame, built in chunks of ``_CHUNK_ROWS`` records (strings, not lists, kept)."""
     lookup = _header_lookup(headers)
     positions = {c: _find_header(h, headers, lookup) for c, h in mapping.columns.items()}
+    wanted = [(c, positions.get(c)) for c in CANONICAL_COLUMNS]
     width = len(headers)
-    columns: dict[str, list] = {c: [] for c in CANONICAL_COLUMNS}
-    lines, problems = [], []
-    for line, fields in records:
-        lines.append(line)
-        problems.append(
-            None if len(fields) == width else f"record has {len(fields)} fields, the header has {width}"
-        )
-        for column in CANONICAL_COLUMNS:
-            index = positions.get(column)
-            value = fields[index].strip() if index is not None and index < len(fields) else ""
-            columns[column].append(value or None)
     status_lookup = {k.casefold(): v for k, v in mapping.status_values.items()}
+    date_cache: dict[str | None, str | None] = {None: None}
+    chunks: list[pd.DataFrame] = []
+    columns: dict[str, list] = {c: [] for c in CANONICAL_COLUMNS}
+    lines: list[int] = []
+    problems: list[str | None] = []
+    for count, (line, fields) in enumerate(records, start=1):
+        if count > max_rows:
+            raise FeedError(
+                f"feed {source} has more than {max_rows:,} data rows (line {line}); split the feed, "
+                f"or raise the limit with {MAX_ROWS_ENV}"
+            )
+        lines.append(line)
+        size = len(fields)
+        problems.append(None if size == width else f"record has {size} fields, the header has {width}")
+        for column, index in wanted:
+            value = fields[index].strip() if index is not None and index < size else ""
+            columns[column].append(value or None)
+        if len(lines) >= _CHUNK_ROWS:
+            chunks.append(_chunk(columns, lines, problems, status_lookup, mapping.date_format, date_cache))
+            columns = {c: [] for c in CANONICAL_COLUMNS}
+            lines, problems = [], []
+    if lines or not chunks:
+        chunks.append(_chunk(columns, lines, problems, status_lookup, mapping.date_format, date_cache))
+    if len(chunks) == 1:
+        return chunks[0]
+    return pd.concat(chunks, ignore_index=True)
+
+
+def _chunk(
+    columns: dict[str, list],
+    lines: list[int],
+    problems: list[str | None],
+    status_lookup: dict[str, str],
+    date_format: str | None,
+    date_cache: dict[str | None, str | None],
+) -> pd.DataFrame:
     columns["status"] = [_map_status(v, status_lookup) for v in columns["status"]]
     for column in DATE_COLUMNS:
-        columns[column] = [_normalise_date(v, mapping.date_format) for v in columns[column]]
+        values = columns[column]
+        for value in set(values) - date_cache.keys():  # each distinct date string is parsed once
+            date_cache[value] = _normalise_date(value, date_format)
+        columns[column] = [date_cache[v] for v in values]
     frame = pd.DataFrame({c: pd.Series(v, dtype="str") for c, v in columns.items()})
     frame[LINE_COLUMN] = pd.Series(lines, dtype="int64")
     frame[PARSE_ERROR_COLUMN] = pd.Series(problems, dtype="str")
