@@ -265,3 +265,71 @@ def test_utf16_without_bom_is_named_and_readable_when_configured(write_feed, sta
         read_feed(write_feed(data), CANONICAL)
     feed = read_feed(write_feed(data), load_mapping({"encoding": "utf-16-le"}))
     assert list(feed.frame["employee_id"]) == ["E000001", "E000002", "E000003"]
+
+
+def test_feed_over_the_byte_limit_is_refused_before_parsing(write_feed, staff):
+    path = write_feed(csv_text(staff))
+    size = path.stat().st_size
+    with pytest.raises(
+        FeedError, match=rf"is {size:,} bytes: the limit is {size - 1:,} bytes.*ABSORB_MAX_FEED_BYTES"
+    ):
+        read_feed(path, CANONICAL, max_bytes=size - 1)
+    assert len(read_feed(path, CANONICAL, max_bytes=size).frame) == 10
+
+
+def test_byte_limit_from_the_environment(write_feed, staff, monkeypatch):
+    path = write_feed(csv_text(staff))
+    monkeypatch.setenv("ABSORB_MAX_FEED_BYTES", "100")
+    with pytest.raises(FeedError, match="the limit is 100 bytes"):
+        read_feed(path, CANONICAL)
+    monkeypatch.setenv("ABSORB_MAX_FEED_BYTES", "lots")
+    with pytest.raises(FeedError, match="ABSORB_MAX_FEED_BYTES='lots' is not a whole number"):
+        read_feed(path, CANONICAL)
+
+
+def test_default_byte_limit_refuses_a_sparse_200_mb_file_at_once(tmp_path):
+    import time
+
+    path = tmp_path / "huge.csv"
+    with path.open("wb") as handle:  # a sparse file: 200 MB on paper, nothing to read
+        handle.truncate(200 * 1024 * 1024)
+    started = time.perf_counter()
+    with pytest.raises(FeedError, match=r"209,715,200 bytes: the limit is 104,857,600 bytes \(100 MiB\)"):
+        read_feed(path, CANONICAL)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_object_storage_feed_over_the_limit_is_refused(staff):
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath("memory://absorb-feeds/hr/big.csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(csv_text(staff).encode("utf-8"))
+    with pytest.raises(FeedError, match="the limit is 50 bytes"):
+        read_feed(path, CANONICAL, max_bytes=50)
+
+
+def test_feed_over_the_row_limit_is_refused_naming_the_line(write_feed, monkeypatch):
+    staff = [person(f"E{n:06d}") for n in range(1, 251)]
+    path = write_feed(csv_text(staff))
+    with pytest.raises(FeedError, match=r"more than 200 data rows \(line 202\).*ABSORB_MAX_FEED_ROWS"):
+        read_feed(path, CANONICAL, max_rows=200)
+    monkeypatch.setenv("ABSORB_MAX_FEED_ROWS", "249")
+    with pytest.raises(FeedError, match="more than 249 data rows"):
+        read_feed(path, CANONICAL)
+    monkeypatch.setenv("ABSORB_MAX_FEED_ROWS", "250")
+    assert len(read_feed(path, CANONICAL).frame) == 250
+
+
+def test_large_feed_is_read_in_chunks_with_the_same_result(write_feed, monkeypatch):
+    import absorb_sync.feed as feed_module
+
+    staff = [person(f"E{n:06d}", hire_date=f"2020-01-{n % 28 + 1:02d}") for n in range(1, 26)]
+    staff[7]["hire_date"] = "2021-02-30"
+    path = write_feed(csv_text(staff))
+    whole = read_feed(path, CANONICAL).frame
+    monkeypatch.setattr(feed_module, "_CHUNK_ROWS", 4)
+    chunked = read_feed(path, CANONICAL).frame
+    assert chunked.equals(whole)
+    assert list(chunked["_line"]) == list(range(2, 27))
+    assert chunked.loc[7, "hire_date"] == "2021-02-30" and chunked.loc[8, "hire_date"] == "2020-01-10"

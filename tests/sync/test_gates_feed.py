@@ -216,3 +216,91 @@ def test_frames_read_back_from_parquet_validate_the_same(tmp_path, staff):
     frame.to_parquet(tmp_path / "feed.parquet")
     again = pd.read_parquet(tmp_path / "feed.parquet")
     assert list(gate(again).rejected["_line"]) == list(gate(frame).rejected["_line"]) == [4]
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("first_name", '=HYPERLINK("http://evil.example","click")'),
+        ("last_name", "+SUM(A1:A9)"),
+        ("last_name", "-2+3"),
+        ("job_title", "@cmd"),
+        ("location", "\uff1dcmd"),  # full-width =
+        ("department", "\uff20SUM(1)"),  # full-width @
+        ("email", "=cmd@example.com"),
+    ],
+)
+def test_formula_values_are_quarantined_naming_the_column(write_feed, staff, column, value):
+    staff[4][column] = value
+    feed = read_feed(
+        write_feed(csv_text(staff).replace(value, '"' + value.replace('"', '""') + '"')), load_mapping(None)
+    )
+    result = gate(feed.frame)
+    assert result.passed
+    assert list(result.rejected["_line"]) == [6]
+    [reason] = result.rejected["reject_reason"]
+    assert reason.startswith(f"{column} {value!r} starts with {value[0]!r}: a spreadsheet formula")
+    assert "E000005" not in set(result.accepted["employee_id"])
+
+
+def test_formula_check_leaves_numbers_placeholders_and_inner_signs_alone(staff):
+    staff[1]["department"] = "-"
+    staff[2]["job_title"] = "R&D - Level 2"
+    staff[3]["location"] = "-5"
+    staff[4]["last_name"] = "Smith-Jones"
+    staff[5]["email"] = "ann+lms@example.com"
+    result = gate(people_frame(staff))
+    assert result.rejected.empty, list(result.rejected["reject_reason"])
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "josé@bücher.de",
+        "用户@例子.广告",
+        "δοκιμή@παράδειγμα.ελ",
+        "x@xn--bcher-kva.de",
+    ],
+)
+def test_internationalised_emails_are_accepted(staff, email):
+    staff[3]["email"] = email
+    result = gate(people_frame(staff))
+    assert result.rejected.empty, list(result.rejected["reject_reason"])
+
+
+@pytest.mark.parametrize(
+    ("email", "why"),
+    [
+        ("ann\u200b.lee@example.com", "invisible character (U+200B ZERO WIDTH SPACE)"),
+        ("ann.lee@exam\u200dple.com", "invisible character (U+200D ZERO WIDTH JOINER)"),
+        ("\ufeffann.lee@example.com", "invisible character (U+FEFF ZERO WIDTH NO-BREAK SPACE)"),
+        ("ann.lee@exa\u00admple.com", "invisible character (U+00AD SOFT HYPHEN)"),
+        ("ann\u2060lee@example.com", "invisible character (U+2060 WORD JOINER)"),
+        ("ann.lee\uff20example.com", "look-alike at-sign (U+FF20 FULLWIDTH COMMERCIAL AT) instead of '@'"),
+        ("ann.lee\ufe6bexample.com", "look-alike at-sign (U+FE6B SMALL COMMERCIAL AT) instead of '@'"),
+        ("ann\uff20x@example.com", "look-alike at-sign (U+FF20"),
+        ("ann.lee@example", "is not a valid address"),
+    ],
+)
+def test_invisible_characters_and_look_alike_at_signs_are_refused(staff, email, why):
+    staff[3]["email"] = email
+    result = gate(people_frame(staff))
+    [reason] = result.rejected["reject_reason"]
+    assert why in reason and reason.startswith(f"email {email!r}")
+    assert list(result.rejected["_line"]) == [5]
+
+
+def test_every_row_bad_still_gets_a_verdict_with_every_reason(monkeypatch):
+    import absorb_sync.gates.runner as runner
+
+    monkeypatch.setattr(runner, "RAW_LIST_LIMIT", 3)
+    staff = [person(f"E{n:06d}", email=f"bad{n}") for n in range(1, 41)]
+    result = gate(people_frame(staff), max_reject_pct=100)
+    assert result.passed and len(result.rejected) == 40 and result.accepted.empty
+    assert set(result.rejected["reject_reason"]) == {
+        f"email 'bad{n}' is not a valid address" for n in range(1, 41)
+    }
+    regex = next(i for i in result.validation if i["expectation_config"]["type"].endswith("match_regex"))
+    assert regex["result"]["unexpected_count"] == 40
+    assert regex["result"]["unexpected_index_list"] == [{"_line": [2, 3, 4]}]
+    assert regex["result"]["lists_truncated_to"] == 3
