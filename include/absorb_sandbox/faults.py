@@ -19,8 +19,11 @@ applied it but the answer never came back":
   connection without any response.
 - ``lost5xx``: probability of processing the write, then answering 502 or 503 instead of its
   real answer.
+- ``writelatency``: like ``latency`` but for API writes only (``PROB:DURATION``), e.g. to make a
+  write answer after the client's timeout while the reads stay fast; the write is applied after
+  the delay.
 
-They are drawn from their own RNG (seeded by ``seed`` too) only for writes that no earlier fault
+These are drawn from their own RNG (seeded by ``seed`` too) only for writes that no earlier fault
 stopped, so adding them does not change the sequence of the other faults. ``/_sandbox/stats``
 counts every injected fault under ``injected`` (``error``/``429``/``drop``/``lost``/``lost5xx``);
 a lost write also counts under ``by_status`` as ``dropped`` or as the status it was answered with.
@@ -53,6 +56,8 @@ class FaultSpec:
     latency_ms: float = 0.0
     lost: float = 0.0  # writes: applied, then the connection is closed without an answer
     lost5xx: float = 0.0  # writes: applied, then answered 502/503
+    write_latency: float = 0.0  # writes: probability of a delay before processing
+    write_latency_ms: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -62,6 +67,7 @@ class FaultSpec:
             or self.latency
             or self.lost
             or self.lost5xx
+            or self.write_latency
             or any(self.status_probabilities.values())
         )
 
@@ -121,7 +127,7 @@ def parse_spec(spec: str | dict | None) -> FaultSpec:
     if text.lower() in ("", "off", "none"):
         return FaultSpec()
     seed, error, drop, latency, latency_ms = 0, 0.0, 0.0, 0.0, 0.0
-    lost, lost5xx = 0.0, 0.0
+    lost, lost5xx, write_latency, write_latency_ms = 0.0, 0.0, 0.0, 0.0
     statuses: dict[int, float] = {}
     for part in text.split(","):
         if not part.strip():
@@ -143,6 +149,10 @@ def parse_spec(spec: str | dict | None) -> FaultSpec:
             lost = _probability(key, value)
         elif key == "lost5xx":
             lost5xx = _probability(key, value)
+        elif key == "writelatency":
+            probability, _, duration = value.partition(":")
+            write_latency = _probability(key, probability)
+            write_latency_ms = _duration_ms(duration or "100ms")
         elif key in {str(s) for s in FAULT_STATUSES}:
             statuses[int(key)] = _probability(key, value)
         elif key == "latency":
@@ -151,13 +161,16 @@ def parse_spec(spec: str | dict | None) -> FaultSpec:
             latency_ms = _duration_ms(duration or "100ms")
         else:
             raise FaultSpecError(
-                f"unknown fault {key!r}; use seed, error, 429, 500, 502, 503, drop, latency, lost, lost5xx"
+                f"unknown fault {key!r}; use seed, error, 429, 500, 502, 503, drop, latency, lost, lost5xx, "
+                "writelatency"
             )
     if error + drop + sum(statuses.values()) > 1.0:
         raise FaultSpecError("fault probabilities (error, status codes, drop) add up to more than 1")
     if lost + lost5xx > 1.0:
         raise FaultSpecError("fault probabilities lost and lost5xx add up to more than 1")
-    return FaultSpec(seed, statuses, error, drop, latency, latency_ms, lost, lost5xx)
+    return FaultSpec(
+        seed, statuses, error, drop, latency, latency_ms, lost, lost5xx, write_latency, write_latency_ms
+    )
 
 
 @dataclass(frozen=True)
@@ -199,9 +212,15 @@ class FaultInjector:
             self._lost_rng = random.Random(f"lost:{spec.seed}")
 
     def decide(self, write: bool = False) -> FaultDecision:
-        """The decision for the next request; ``write``: an API write (``lost``/``lost5xx`` apply)."""
+        """The decision for the next request; ``write``: an API write (``lost``, ``lost5xx`` and ``writelatency`` apply)."""
         decision = self._decide_before()
         spec = self.spec
+        if write and spec.write_latency:
+            with self._lock:
+                slow = self._lost_rng.random() < spec.write_latency
+            if slow:
+                delay = decision.delay_seconds + spec.write_latency_ms / 1000
+                decision = FaultDecision(decision.status, decision.drop, delay)
         if not write or not (spec.lost or spec.lost5xx) or decision.drop or decision.status is not None:
             return decision
         with self._lock:

@@ -222,6 +222,8 @@ class AbsorbClient:
                 problem = f"{type(exc).__name__} ({_reason(exc)})"
                 if state is not None:
                     state["ambiguous"] = True
+                    if isinstance(exc, requests.Timeout):
+                        state["timed_out"] = True  # it may still be in flight at Absorb
             if state is not None and state["ambiguous"] and state.get("no_ambiguous_retry"):
                 raise AbsorbRetryExhaustedError(
                     method,

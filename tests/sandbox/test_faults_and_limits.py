@@ -225,3 +225,17 @@ def test_an_uncaught_exception_counts_as_an_internal_error_not_a_drop(tmp_path):
         thread.join(10)
     assert stats["internal_errors"] == 1
     assert stats["by_status"] == {"200": 1, "500": 1} and stats["injected"] == {}
+
+
+def test_writelatency_delays_writes_only(sandbox_factory):
+    server = sandbox_factory("slow_writes", seed="none")
+    token = authenticate(server)
+    server.set_faults("seed=2,writelatency=1.0:400ms")
+    with raw_client(server) as http:
+        http.headers.update(server.headers(token))
+        read = http.get("/departments")
+        write = http.post("/enrollments/unenroll", json=[str(uuid.UUID(int=78))])
+    assert read.status_code == 200 and read.elapsed.total_seconds() < 0.3
+    assert_error(write, 422)
+    assert write.elapsed.total_seconds() >= 0.4
+    assert server.stats()["injected"] == {}  # a delay is not a failure

@@ -667,7 +667,8 @@ class AbsorbHook(BaseHook):
         The client does not re-send it after an attempt that may have reached Absorb (dropped
         connection, timeout, 5xx); instead ``applied()`` reads the state back: a result other than
         None means the write took effect and is returned; None means it did not, and it is sent
-        again (bounded by the client's retry policy).
+        again (bounded by the client's retry policy). After a timeout the write may still be in
+        flight, so the read-back waits one more request timeout first.
         """
         policy = self.client.retry
         lost: AbsorbRetryExhaustedError | None = None
@@ -680,7 +681,8 @@ class AbsorbHook(BaseHook):
                     raise
                 lost = exc
                 self.log.warning("%s: answer lost (%s); reading back whether it was applied", what, exc)
-            time.sleep(policy.delay(attempt))
+            settle = self.settings.timeout if state.get("timed_out") else 0.0
+            time.sleep(max(settle, policy.delay(attempt)))
             result = applied()
             if result is not None:
                 self.log.info("%s: it was applied before its answer was lost", what)

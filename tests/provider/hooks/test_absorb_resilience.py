@@ -96,3 +96,29 @@ def test_non_idempotent_start_attempt_is_not_repeated_after_a_5xx(hook_for, sand
     server.set_faults("off")
     route = "POST /users/{userId}/enrollments/{courseId}/lessons/{lessonId}/startattempt"
     assert server.stats()["by_route"][route] == 1
+
+
+def test_a_re_enrollment_whose_answer_times_out_is_not_repeated(hook_for, sandbox_factory):
+    """The re-enroll POST reaches Absorb but answers after the client's timeout (it is applied
+    late). The hook must wait for it and read back, not re-send: re-sending would re-enroll twice
+    and archive the learner's progress a second time."""
+    server = sandbox_factory("slow_re_enroll")
+    hook = hook_for(server, timeout=0.5, max_concurrency=1)
+    user, course = seed.user_id("E000020"), seed.course_id("Sales Compliance")
+    item = {"user_id": user, "course_id": course, "due_date": None, "re_enroll": False, "key": "k"}
+    old_id = hook.bulk_enroll([item]).outcomes[0]["enrollment_id"]
+    rows_before = [e["id"] for e in hook.list_user_enrollments(user) if e["courseId"] == course]
+    hook.client.retry = RetryPolicy(base_delay=0.01, max_delay=0.05, max_attempts=4)
+    server.reset_stats()
+    server.set_faults("seed=1,writelatency=1.0:700ms")  # every write answers after 0.7 s (> 0.5 s)
+
+    result = hook.bulk_enroll([{**item, "re_enroll": True}])
+
+    server.set_faults("off")
+    (outcome,) = result.outcomes
+    assert outcome["outcome"] == "created" and outcome["enrollment_id"] not in (None, old_id)
+    rows = [e for e in hook.list_user_enrollments(user) if e["courseId"] == course]
+    assert len(rows) == len(rows_before) + 1  # one re-enrollment, not two
+    assert [e["id"] for e in rows if e["isActive"]] == [outcome["enrollment_id"]]
+    stats = server.stats()
+    assert stats["by_route"]["POST /users/{userId}/enrollments/{courseId}"] == 1
