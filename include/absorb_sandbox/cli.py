@@ -5,7 +5,8 @@
     absorb-sandbox seed --db absorb.db --seed large
     absorb-sandbox hr-feed --db absorb.db --out feed.csv [--changes N] [--seed S]
 
-Fault SPEC: ``seed=7,error=0.1,429=0.05,drop=0.02,latency=0.05:200ms`` (see absorb_sandbox.faults).
+Fault SPEC: ``seed=7,error=0.1,429=0.05,drop=0.02,latency=0.05:200ms,lost=0.1,lost5xx=0.1``
+(see absorb_sandbox.faults).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from absorb_sandbox.testing import DEFAULT_API_KEY, DEFAULT_PASSWORD, DEFAULT_US
 FAULT_HELP = (
     "fault injection spec, e.g. 'seed=7,error=0.1,429=0.05,drop=0.02,latency=0.05:200ms': "
     "error = probability of 500/502/503, 429 = probability of 429, drop = close the connection "
-    "without answering, latency = PROB:DURATION; same seed, same sequence"
+    "without answering, latency = PROB:DURATION; on API writes only: lost = apply, then close "
+    "without answering, lost5xx = apply, then answer 502/503, writelatency = PROB:DURATION; "
+    "same seed, same sequence"
 )
 
 
