@@ -127,3 +127,45 @@ def test_refused_writes_fail_the_run_after_reporting_and_keep_the_baseline(world
     assert (outcomes["outcome"] == "failed").all() and outcomes["error"].str.contains("422").all()
     assert "failed_writes" in run.text("report.html")
     assert world.state().last_accepted_feed()["run_id"] == "seed"
+
+
+def test_feed_over_the_size_limit_is_refused_before_parsing(world, baseline, monkeypatch):
+    monkeypatch.setenv("ABSORB_MAX_FEED_BYTES", "2000")
+    assert baseline.stat().st_size > 2000
+    writes = world.writes()
+    run = run_dag(SYNC, world.output, {"feed_path": str(baseline)})
+    assert run.state == "failed"
+    assert run.tasks["extract_feed"] == "failed" and run.tasks["apply_plan"] == "upstream_failed"
+    assert world.writes() == writes
+    verdict = run.json("feed_gate.json")
+    assert verdict["passed"] is False
+    assert (
+        "the limit is 2,000 bytes" in verdict["feed_error"]
+        and "ABSORB_MAX_FEED_BYTES" in verdict["feed_error"]
+    )
+
+
+def test_formula_names_are_quarantined_and_never_reach_absorb(world, baseline):
+    """A hire whose name is a spreadsheet formula lands in rejects.csv (escaped), is not created in
+    Absorb, and the clean hire next to it is."""
+    header, rows = read_rows(baseline)
+    template = next(r for r in rows if r["status"] == "active")
+    hostile = {**template, "employee_id": "HOSTILE1", "first_name": '=HYPERLINK("http://evil.example","x")'}
+    hostile["email"] = "hostile.one@example.com"
+    clean = {**template, "employee_id": "CLEANHIRE1", "first_name": "Zoë", "email": "zoe.clean@example.com"}
+    feed = write_rows(world.root / "feeds" / "formula.csv", header, [*rows, hostile, clean])
+    run = run_dag(SYNC, world.output, {"feed_path": str(feed), "create_missing_users": True})
+    assert run.tasks["validate_feed"] == "success", run.tasks
+    rejects = pd.read_csv(run.folder / "rejects.csv", dtype=str, keep_default_na=False)
+    row = rejects[rejects["employee_id"] == "HOSTILE1"].iloc[0]
+    assert row["first_name"] == "'" + hostile["first_name"]  # escaped for spreadsheets
+    assert row["reject_reason"].startswith("first_name '=HYPERLINK(")
+    assert "spreadsheet formula" in row["reject_reason"]
+    assert int(row["_line"]) == len(rows) + 2
+    users = list(world.hook().list_users())
+    assert not [u for u in users if str(u.get("firstName") or "").startswith("=")]
+    external_ids = {u.get("externalId") for u in users}
+    assert template["employee_id"] in external_ids  # the list is real
+    assert "HOSTILE1" not in external_ids
+    if run.tasks.get("resolve_people") == "success":
+        assert "CLEANHIRE1" in external_ids
