@@ -280,6 +280,7 @@ def test_internationalised_emails_are_accepted(staff, email):
         ("ann.lee\ufe6bexample.com", "look-alike at-sign (U+FE6B SMALL COMMERCIAL AT) instead of '@'"),
         ("ann\uff20x@example.com", "look-alike at-sign (U+FF20"),
         ("ann.lee@example", "is not a valid address"),
+        ("ann.lee@exa_mple.com", "is not a valid address"),
     ],
 )
 def test_invisible_characters_and_look_alike_at_signs_are_refused(staff, email, why):

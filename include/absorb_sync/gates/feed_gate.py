@@ -45,9 +45,9 @@ INVISIBLE_CHARACTERS = "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e\u2061\u2062\u
 # full-width and small commercial at: look like "@" but are not the separator
 LOOKALIKE_AT_SIGNS = "\uff20\ufe6b"
 _LOCAL = rf"[^@\s,;:<>()\[\]\"'\\{INVISIBLE_CHARACTERS}{LOOKALIKE_AT_SIGNS}]+"
-_LABEL = r"[^\W_](?:[\w-]*[^\W_])?"  # letters/digits of any script, inner hyphens (IDN labels)
+_LABEL = r"[^\W_](?:(?:[^\W_]|-)*[^\W_])?"  # letters/digits of any script, inner hyphens (IDN labels)
 _TLD = r"(?:[^\W\d_]{2,}|xn--[A-Za-z0-9-]+)"
-# internationalised addresses (josé@bücher.de) as Absorb accepts them; see docs/feed-mapping.md
+# internationalised addresses (josé@bücher.de) are valid; see docs/feed-mapping.md
 EMAIL_PATTERN = rf"^{_LOCAL}@(?:{_LABEL}\.)+{_TLD}$"
 ISO_DATE = "%Y-%m-%d"
 REQUIRED_VALUES = ("first_name", "last_name", "status", "hire_date")
