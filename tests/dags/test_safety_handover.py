@@ -230,7 +230,7 @@ def test_an_enrollment_another_run_removed_first_counts_as_done(world, handover,
     resolved = unenroll.resolve_targets(
         folder=folder, hook=hook, requests=[{"person": person, "courses": []}], include_completed=False
     )
-    targets = pd.read_csv(folder / "targets.csv", dtype=str)["enrollment_id"].tolist()
+    targets = pd.read_csv(tmp_path / "race" / "targets.csv", dtype=str)["enrollment_id"].tolist()
     assert resolved["targets"] == len(targets) > 0
     assert hook.bulk_unenroll(targets).counts.get("unenrolled") == len(targets)  # the other run
 
