@@ -1,6 +1,13 @@
-"""Completion export: Absorb enrollment rows -> one tidy, typed table, and writers for it.
+"""Completion export: Absorb enrollment pages -> one tidy, typed table, and writers for it.
 
-`normalise_enrollments` produces the columns `absorb_sync.gates.validate_export` checks:
+Everything runs on Arrow batches, so a million enrollments never sit in memory at once:
+:func:`normalise_table` turns one page batch (``absorb_provider.io.COURSE_ENROLLMENT_FIELDS``,
+timestamps still text) into the export columns, vectorised; :func:`user_attributes` is the
+users/HR join table (one row per Absorb user) it takes; the writers (:func:`write_partitioned_parquet`,
+:func:`write_csv`, :func:`upsert_sql`) read a Parquet file (or a frame) batch by batch.
+:func:`normalise_enrollments` is the same for dict rows, returning a pandas frame.
+
+The export columns (what `absorb_sync.gates.validate_export` checks):
 
 ==================  ==========================================================================
 enrollment_id       Absorb enrollment id (``id``)
@@ -28,13 +35,15 @@ job_title, location HR feed attributes (else the enrollment's ``jobTitle`` / NA)
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # pandas is imported lazily: this module is imported by task code only
+if TYPE_CHECKING:  # pandas/pyarrow are imported lazily: this module is imported by task code only
     import pandas as pd
+    import pyarrow as pa
 
 STATUS_NAMES: dict[int, str] = {
     0: "NotStarted",
@@ -109,11 +118,136 @@ def timespan_seconds(value: Any) -> float | None:
     return sign * float(seconds)
 
 
-def _time_spent(row: Mapping[str, Any]) -> float | None:
-    ticks = row.get("timeSpentTicks")
-    if ticks is not None and ticks == ticks:
-        return int(ticks) / 10_000_000
-    return timespan_seconds(row.get("timeSpent"))
+BATCH_ROWS = 50_000  # rows per Arrow batch / Parquet row group while streaming
+PARTITION_BUFFER_ROWS = 200_000  # rows held at most when regrouping an export by date
+USER_FIELDS = ("id", "externalId", "departmentId", "location", "jobTitle")
+HR_COLUMNS = ("department", "job_title", "location")
+_ATTRIBUTE_COLUMNS = ("id", "employee_id", "department", "job_title", "location")
+
+
+@functools.cache
+def export_schema(drop: tuple[str, ...] = ()) -> pa.Schema:
+    """The Arrow schema of the export (with the pandas metadata a pandas-written file has, so
+    ``pd.read_parquet`` gives the same dtypes: string, Int64, Float64, boolean, UTC datetimes)."""
+    import pyarrow as pa
+
+    frame = _empty_export().drop(columns=list(drop))
+    return pa.Schema.from_pandas(frame, preserve_index=False)
+
+
+# --- normalising ---------------------------------------------------------------------------------
+
+
+def user_attributes(
+    users: Any = (),
+    departments: Mapping[str, str] | None = None,
+    people: Any = None,
+) -> pa.Table:
+    """One row per Absorb user: ``id, employee_id, department, job_title, location``.
+
+    ``users`` are Absorb users (an Arrow table or dicts with ``USER_FIELDS``; the first row of an
+    id wins); ``departments`` maps department ids to names; ``people`` (pandas or Arrow: the last
+    accepted HR feed, canonical columns) wins where it has a value, because the HR system is the
+    source of truth for who works where. Joined to each batch by :func:`normalise_table`.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    table = _as_string_table(users, USER_FIELDS)
+    table = _first_rows(table, "id")
+    dept_ids, dept_names = _mapping_arrays(departments or {})
+    employee = table.column("externalId")
+    values = {
+        "department": _lookup(table.column("departmentId"), dept_ids, dept_names),
+        "job_title": table.column("jobTitle"),
+        "location": table.column("location"),
+    }
+    hr = _people_table(people)
+    if hr is not None and hr.num_rows:
+        hr = _first_rows(hr, "employee_id")
+        position = _positions(employee, hr.column("employee_id"))
+        for column in HR_COLUMNS:
+            if column in hr.column_names:
+                values[column] = pc.coalesce(hr.column(column).take(position), values[column])
+    return pa.table(
+        {"id": table.column("id"), "employee_id": employee, **values},
+        schema=pa.schema([(name, pa.string()) for name in _ATTRIBUTE_COLUMNS]),
+    )
+
+
+def normalise_table(
+    raw: pa.Table,
+    *,
+    now: datetime,
+    attributes: pa.Table | None = None,
+    course_names: Mapping[str, str] | None = None,
+) -> pa.Table:
+    """One batch of raw enrollment rows (``absorb_provider.io.raw_arrow_schema``) -> export table.
+
+    Vectorised with Arrow compute; the rows keep their order. ``attributes`` is
+    :func:`user_attributes` (joined on ``user_id``), ``course_names`` fills missing course names.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from absorb_provider.io import parse_timestamps
+
+    count = raw.num_rows
+
+    def column(name: str, kind: Any = None) -> Any:
+        if name in raw.column_names:
+            return raw.column(name)
+        return pa.nulls(count, kind or pa.string())
+
+    status = pc.cast(column("status", pa.int64()), pa.int64())
+    course_id = pc.cast(column("courseId"), pa.string())
+    is_active = pc.fill_null(pc.cast(column("isActive", pa.bool_()), pa.bool_()), True)
+    dates = {
+        name: parse_timestamps(pc.cast(column(field), pa.string())) for name, field in _DATE_FIELDS.items()
+    }
+    is_completed = pc.fill_null(pc.equal(status, COMPLETE), False)
+    now_scalar = pa.scalar(_utc_datetime(now), type=pa.timestamp("us", tz="UTC"))
+    due_passed = pc.fill_null(pc.less(dates["date_due"], now_scalar), False)
+    is_overdue = pc.and_(pc.and_(pc.invert(is_completed), is_active), due_passed)
+    course_name = pc.cast(column("courseName"), pa.string())
+    if course_names:
+        ids, names = _mapping_arrays(course_names)
+        course_name = pc.coalesce(course_name, _lookup(course_id, ids, names))
+    status_names = pa.array([STATUS_NAMES[n] for n in range(len(STATUS_NAMES))], pa.string())
+    in_range = pc.and_(pc.greater_equal(status, 0), pc.less(status, len(STATUS_NAMES)))
+    status_name = status_names.take(pc.if_else(in_range, status, pa.scalar(None, pa.int64())))
+    user_id = pc.cast(column("userId"), pa.string())
+    job_title = pc.cast(column("jobTitle"), pa.string())
+    if attributes is not None:
+        position = _positions(user_id, attributes.column("id"))
+        employee_id, department, user_job, location = (
+            attributes.column(name).take(position)
+            for name in ("employee_id", "department", "job_title", "location")
+        )
+        job_title = pc.coalesce(user_job, job_title)
+    else:
+        employee_id = department = location = pa.nulls(count, pa.string())
+    values = {
+        "enrollment_id": column("id"),
+        "user_id": user_id,
+        "course_id": course_id,
+        "course_name": course_name,
+        "employee_id": employee_id,
+        "full_name": column("fullName"),
+        "status": status,
+        "status_name": status_name,
+        "is_completed": is_completed,
+        "progress": column("progress", pa.float64()),
+        "score": column("score", pa.float64()),
+        "is_active": is_active,
+        **dates,
+        "time_spent_seconds": _time_spent_seconds(column("timeSpentTicks", pa.int64()), column("timeSpent")),
+        "is_overdue": is_overdue,
+        "department": department,
+        "job_title": job_title,
+        "location": location,
+    }
+    schema = export_schema()
+    return pa.Table.from_arrays([pc.cast(values[field.name], field.type) for field in schema], schema=schema)
 
 
 def normalise_enrollments(
@@ -125,90 +259,144 @@ def normalise_enrollments(
     departments: Mapping[str, str] | None = None,
     course_names: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
-    """Absorb enrollment dicts -> the export table (see module doc), sorted by enrollment id.
+    """Absorb enrollment dicts -> the export table (see module doc) as pandas, sorted by id.
 
-    ``users`` are Absorb user dicts (id, externalId, departmentId...) giving the employee id;
-    ``people`` is the last accepted HR feed (canonical columns), whose attributes win because
-    the HR system is the source of truth for who works where.
+    The same computation as the streaming path (:func:`normalise_table`), for small inputs.
     """
-    import pandas as pd
+    import pyarrow as pa
+    from absorb_provider.io import COURSE_ENROLLMENT_FIELDS, raw_arrow_schema
 
-    raw = pd.DataFrame(list(rows))
-    if raw.empty:
+    rows = list(rows)
+    if not rows:
         return _empty_export()
-    frame = pd.DataFrame(
-        {
-            "enrollment_id": raw["id"].astype("string"),
-            "user_id": raw["userId"].astype("string"),
-            "course_id": raw["courseId"].astype("string"),
-            "course_name": _column(raw, "courseName").astype("string"),
-            "full_name": _column(raw, "fullName").astype("string"),
-            "status": pd.to_numeric(raw["status"], errors="coerce").astype("Int64"),
-            "progress": pd.to_numeric(_column(raw, "progress"), errors="coerce").astype("Float64"),
-            "score": pd.to_numeric(_column(raw, "score"), errors="coerce").astype("Float64"),
-            "is_active": _column(raw, "isActive", default=True).fillna(True).astype("boolean"),
-            "time_spent_seconds": pd.Series(
-                [_time_spent(r) for r in raw.to_dict("records")], dtype="Float64"
-            ),
-            "_job_title_lms": _column(raw, "jobTitle").astype("string"),
-        }
+    raw = pa.Table.from_pylist(rows, schema=raw_arrow_schema(COURSE_ENROLLMENT_FIELDS))
+    table = normalise_table(
+        raw,
+        now=now,
+        attributes=user_attributes(users, departments, people),
+        course_names=course_names,
     )
-    for column, field in _DATE_FIELDS.items():
-        frame[column] = _utc(_column(raw, field))
-    if course_names:
-        frame["course_name"] = frame["course_name"].fillna(frame["course_id"].map(course_names))
-    frame["status_name"] = frame["status"].map(STATUS_NAMES).astype("string")
-    frame["is_completed"] = (frame["status"] == COMPLETE).fillna(False).astype("boolean")
-    now_ts = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
-    frame["is_overdue"] = (
-        (~frame["is_completed"])
-        & frame["is_active"]
-        & frame["date_due"].notna()
-        & (frame["date_due"] < now_ts)
-    ).astype("boolean")
-    frame = _attach_people(frame, users, people, departments or {})
-    return frame[EXPORT_COLUMNS].sort_values("enrollment_id", ignore_index=True)
+    return table.to_pandas().sort_values("enrollment_id", ignore_index=True)
 
 
-def _attach_people(
-    frame: pd.DataFrame,
-    users: Iterable[Mapping[str, Any]],
-    people: pd.DataFrame | None,
-    departments: Mapping[str, str],
-) -> pd.DataFrame:
-    import pandas as pd
+def _utc_datetime(moment: datetime) -> datetime:
+    from datetime import UTC
 
-    user_rows = pd.DataFrame(list(users))
-    if user_rows.empty:
-        user_rows = pd.DataFrame(columns=["id", "externalId", "departmentId", "location", "jobTitle"])
-    user_rows = user_rows.reindex(columns=["id", "externalId", "departmentId", "location", "jobTitle"])
-    by_user = user_rows.drop_duplicates("id").set_index("id")
-    frame["employee_id"] = frame["user_id"].map(by_user["externalId"]).astype("string")
-    frame["department"] = frame["user_id"].map(by_user["departmentId"].map(departments)).astype("string")
-    frame["location"] = frame["user_id"].map(by_user["location"]).astype("string")
-    frame["job_title"] = frame["user_id"].map(by_user["jobTitle"]).astype("string")
-    frame["job_title"] = frame["job_title"].fillna(frame.pop("_job_title_lms"))
-    if people is not None and not people.empty:
-        hr = people.drop_duplicates("employee_id").set_index("employee_id")
-        for column in ("department", "job_title", "location"):
-            if column in hr.columns:
-                from_hr = frame["employee_id"].map(hr[column]).astype("string")
-                frame[column] = from_hr.fillna(frame[column])
-    return frame
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _column(raw: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
-    import pandas as pd
+def _time_spent_seconds(ticks: Any, text: Any) -> Any:
+    """``timeSpentTicks`` (100 ns) when present, else the .NET TimeSpan text, in seconds (float)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    if name in raw.columns:
-        return raw[name]
-    return pd.Series([default] * len(raw), index=raw.index, dtype="object")
+    from_ticks = pc.divide(pc.cast(ticks, pa.float64()), 10_000_000.0)
+    return pc.if_else(pc.is_valid(ticks), from_ticks, timespan_seconds_array(text))
 
 
-def _utc(values: pd.Series) -> pd.Series:
-    import pandas as pd
+def timespan_seconds_array(values: Any) -> Any:
+    """:func:`timespan_seconds` over an Arrow string array (same values, vectorised)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601").astype("datetime64[us, UTC]")
+    text = pc.utf8_trim_whitespace(pc.cast(values, pa.string()))
+    negative = pc.starts_with(text, "-")
+    parts = pc.extract_regex(pc.utf8_ltrim(text, characters="-"), _TIMESPAN.pattern)
+    try:
+
+        def number(name: str) -> Any:
+            return pc.cast(pc.utf8_lpad(pc.struct_field(parts, name), width=1, padding="0"), pa.int64())
+
+        whole = pc.add_checked(
+            pc.add_checked(pc.multiply_checked(number("days"), 86400), pc.multiply(number("h"), 3600)),
+            pc.add(pc.multiply(number("m"), 60), number("s")),
+        )
+        fraction = pc.divide(
+            pc.cast(
+                pc.cast(pc.utf8_rpad(pc.struct_field(parts, "frac"), width=7, padding="0"), pa.int64()),
+                pa.float64(),
+            ),
+            10_000_000.0,
+        )
+        seconds = pc.add(pc.cast(whole, pa.float64()), fraction)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. a day count beyond int64
+        return pa.array([timespan_seconds(v) for v in text.to_pylist()], pa.float64())
+    signed = pc.if_else(negative, pc.negate(seconds), seconds)
+    return pc.if_else(pc.is_valid(parts), signed, pa.scalar(None, pa.float64()))
+
+
+def _as_string_table(rows: Any, fields: tuple[str, ...]) -> pa.Table:
+    """An Arrow table of ``fields`` as strings from an Arrow table or dicts (missing -> null)."""
+    import pyarrow as pa
+
+    schema = pa.schema([(name, pa.string()) for name in fields])
+    if isinstance(rows, pa.Table):
+        count = rows.num_rows
+        return pa.table(
+            {
+                name: rows.column(name).cast(pa.string())
+                if name in rows.column_names
+                else pa.nulls(count, pa.string())
+                for name in fields
+            },
+            schema=schema,
+        )
+    records = [{name: _text(row.get(name)) for name in fields} for row in rows]
+    return pa.Table.from_pylist(records, schema=schema)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _people_table(people: Any) -> pa.Table | None:
+    import pyarrow as pa
+
+    if people is None:
+        return None
+    if not isinstance(people, pa.Table):
+        columns = [c for c in ("employee_id", *HR_COLUMNS) if c in people.columns]
+        if "employee_id" not in columns:
+            return None
+        people = pa.Table.from_pandas(people[columns].astype("string"), preserve_index=False)
+    if "employee_id" not in people.column_names:
+        return None
+    present = [c for c in ("employee_id", *HR_COLUMNS) if c in people.column_names]
+    return _as_string_table(people.select(present), tuple(present))
+
+
+def _first_rows(table: pa.Table, key: str) -> pa.Table:
+    """The first row of every non-null ``key`` value, in their original order (drop_duplicates)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    numbered = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    numbered = numbered.filter(pc.is_valid(numbered.column(key)))
+    firsts = numbered.group_by(key, use_threads=False).aggregate([("_row", "min")]).column("_row_min")
+    return table.take(pc.take(firsts, pc.sort_indices(firsts)))
+
+
+def _mapping_arrays(mapping: Mapping[str, Any]) -> tuple[Any, Any]:
+    import pyarrow as pa
+
+    keys = [str(k) for k in mapping]
+    return pa.array(keys, pa.string()), pa.array([_text(v) for v in mapping.values()], pa.string())
+
+
+def _positions(keys: Any, key_values: Any) -> Any:
+    """Where each key is in ``key_values`` (null when absent or null): a hash join's probe side."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(key_values, pa.ChunkedArray):
+        key_values = key_values.combine_chunks()
+    return pc.index_in(keys, options=pc.SetLookupOptions(key_values, skip_nulls=True))
+
+
+def _lookup(keys: Any, key_values: Any, values: Any) -> Any:
+    return values.take(_positions(keys, key_values))
 
 
 def _empty_export() -> pd.DataFrame:
@@ -228,41 +416,243 @@ def _empty_export() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in EXPORT_COLUMNS})
 
 
-def write_partitioned_parquet(frame: pd.DataFrame, folder: Any, partition_by: str = "course_id") -> list[str]:
+# --- reading an export back, batch by batch ---------------------------------------------------------
+
+
+def export_batches(
+    source: Any, columns: list[str] | None = None, batch_rows: int = BATCH_ROWS
+) -> Iterator[Any]:
+    """Record batches of an export: a Parquet file (path or ObjectStoragePath), an Arrow table or
+    a pandas frame in the export columns, cast to :func:`export_schema` (``columns``: only those)."""
+    import pyarrow as pa
+
+    schema = export_schema()
+    if columns is not None:
+        schema = pa.schema([schema.field(name) for name in columns], metadata=None)
+    if isinstance(source, pa.Table):
+        table = source.select(schema.names).cast(schema)
+        yield from table.to_batches(max_chunksize=batch_rows)
+        return
+    if hasattr(source, "columns") and hasattr(source, "iloc"):  # a pandas frame
+        for start in range(0, len(source), batch_rows):
+            chunk = source.iloc[start : start + batch_rows][schema.names]
+            yield pa.RecordBatch.from_pandas(chunk, schema=schema, preserve_index=False)
+        return
+    import pyarrow.parquet as pq
+    from absorb_provider.io import as_path
+
+    with as_path(source).open("rb") as handle:
+        reader = pq.ParquetFile(handle)
+        for batch in reader.iter_batches(batch_size=batch_rows, columns=schema.names):
+            yield batch if batch.schema.types == schema.types else batch.cast(schema)
+
+
+def count_rows(source: Any) -> int:
+    import pyarrow.parquet as pq
+    from absorb_provider.io import as_path
+
+    with as_path(source).open("rb") as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
+
+
+# --- writers -------------------------------------------------------------------------------------
+
+
+def write_partitioned_parquet(source: Any, folder: Any, partition_by: str = "course_id") -> list[str]:
     """Hive-style partitions ``folder/<key>=<value>/part-0.parquet`` on any ObjectStoragePath.
 
-    Written file by file through the path's own ``open`` so local folders, S3 and GCS behave the
-    same. ``course_id`` partitions drop the column from the files (readers such as pyarrow and
-    Spark restore it from the folder name); date partitions are named ``<column>_day`` and keep
-    the full timestamp column.
+    ``source``: an export Parquet file, Arrow table or pandas frame (read batch by batch). Written
+    file by file through the path's own ``open`` so local folders, S3 and GCS behave the same.
+    ``course_id`` partitions drop the column from the files (readers such as pyarrow and Spark
+    restore it from the folder name); date partitions are named ``<column>_day`` and keep the full
+    timestamp column. An export grouped by the key (the extract writes course after course) is
+    written in one pass with one file open; otherwise keys are regrouped in passes that hold at
+    most ``PARTITION_BUFFER_ROWS`` rows (a key bigger than that streams on its own).
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     if partition_by not in {"course_id", "date_completed", "date_edited"}:
         raise ValueError(
             f"cannot partition by {partition_by!r}: use course_id, date_completed or date_edited"
         )
-    if partition_by == "course_id":
-        name, keys, data = partition_by, frame[partition_by], frame.drop(columns=[partition_by])
-    else:
-        name, keys, data = f"{partition_by}_day", frame[partition_by].dt.strftime("%Y-%m-%d"), frame
-    written = []
-    for key, part in data.groupby(keys.astype("string").fillna("none"), sort=True):
-        target = folder / f"{name}={key}" / "part-0.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("wb") as handle:
-            part.to_parquet(handle, index=False)
-        written.append(str(target))
-    return written
+    name = partition_by if partition_by == "course_id" else f"{partition_by}_day"
+    drop = (partition_by,) if partition_by == "course_id" else ()
+    schema = export_schema(drop)
+
+    def keys_of(batch: Any) -> Any:
+        values = batch.column(partition_by)
+        if partition_by != "course_id":
+            values = pc.strftime(values, format="%Y-%m-%d")
+        return pc.fill_null(pc.cast(values, pa.string()), "none")
+
+    def data_of(table: Any) -> Any:
+        return table.drop_columns(list(drop)) if drop else table
+
+    counts: dict[str, int] = {}
+    grouped, current, closed = True, None, set()
+    for batch in export_batches(source, [partition_by]):
+        keys = keys_of(batch)
+        for entry in pc.value_counts(keys).to_pylist():
+            counts[entry["values"]] = counts.get(entry["values"], 0) + entry["counts"]
+        if not grouped:
+            continue
+        runs = pc.run_end_encode(keys).values.to_pylist() if len(keys) else []
+        for key in runs:
+            if key == current:
+                continue
+            if key in closed:
+                grouped = False
+                break
+            if current is not None:
+                closed.add(current)
+            current = key
+
+    written: list[str] = []
+    open_files: dict[str, Any] = {}
+
+    def writer(key: str) -> Any:
+        if key not in open_files:
+            target = folder / f"{name}={key}" / "part-0.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle = target.open("wb")
+            open_files[key] = (handle, pq.ParquetWriter(handle, schema, compression="snappy"))
+            written.append(str(target))
+        return open_files[key][1]
+
+    def close(key: str) -> None:
+        handle, parquet_writer = open_files.pop(key)
+        parquet_writer.close()
+        handle.close()
+
+    try:
+        if grouped:
+            for batch in export_batches(source):
+                keys = keys_of(batch)
+                table = data_of(pa.Table.from_batches([batch]))
+                ends = pc.run_end_encode(keys)
+                start = 0
+                for key, end in zip(ends.values.to_pylist(), ends.run_ends.to_pylist(), strict=True):
+                    for other in [k for k in open_files if k != key]:
+                        close(other)
+                    writer(key).write_table(table.slice(start, end - start))
+                    start = end
+        else:
+            for group in _key_groups(counts):
+                streaming = len(group) == 1
+                wanted = pa.array(group, pa.string())
+                held: list[Any] = []
+                for batch in export_batches(source):
+                    keys = keys_of(batch)
+                    mask = pc.is_in(keys, value_set=wanted)
+                    if not pc.any(mask).as_py():
+                        continue
+                    part = data_of(pa.Table.from_batches([batch]).append_column("_key", keys).filter(mask))
+                    if streaming:
+                        writer(group[0]).write_table(part.drop_columns(["_key"]))
+                    else:
+                        held.append(part)
+                if held:
+                    table = pa.concat_tables(held)
+                    for key in group:
+                        rows = table.filter(pc.equal(table.column("_key"), key)).drop_columns(["_key"])
+                        writer(key).write_table(rows)
+                        close(key)
+                for key in list(open_files):
+                    close(key)
+    finally:
+        for key in list(open_files):
+            close(key)
+    return sorted(written)
 
 
-def write_csv(frame: pd.DataFrame, target: Any) -> str:
-    """CSV with ISO-8601 UTC dates (``Z``-less offset form), through the path's ``open``; formula
-    cells are escaped (see :mod:`absorb_provider.csv_safety`)."""
-    from absorb_provider.csv_safety import escape_frame
+def _key_groups(counts: Mapping[str, int]) -> list[list[str]]:
+    """Partition keys (sorted) in groups of at most ``PARTITION_BUFFER_ROWS`` rows; bigger keys alone."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for key in sorted(counts):
+        rows = counts[key]
+        if current and size + rows > PARTITION_BUFFER_ROWS:
+            groups.append(current)
+            current, size = [], 0
+        current.append(key)
+        size += rows
+    if current:
+        groups.append(current)
+    return groups
+
+
+def write_csv(source: Any, target: Any) -> str:
+    """CSV with ISO-8601 UTC dates (``%Y-%m-%dT%H:%M:%SZ``), written batch by batch through the
+    path's ``open``; formula cells are escaped (see :mod:`absorb_provider.csv_safety`).
+
+    The text is what ``DataFrame.to_csv(index=False)`` writes for the export's dtypes (minimal
+    quoting, ``True``/``False``, floats as Python prints them, empty cells for nulls).
+    """
+    from absorb_provider.csv_safety import escape_arrow_table
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", encoding="utf-8", newline="") as handle:
-        escape_frame(frame).to_csv(handle, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+    with target.open("wb") as handle:
+        handle.write((",".join(_csv_quote_text(name) for name in EXPORT_COLUMNS) + "\n").encode("utf-8"))
+        for batch in export_batches(source):
+            if batch.num_rows:
+                handle.write(_csv_lines(escape_arrow_table(_table(batch))))
     return str(target)
+
+
+def _table(batch: Any) -> Any:
+    """A batch as a table with ``string`` (not ``large_string``) text columns, as the CSV escaper takes."""
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [pa.field(f.name, pa.string()) if pa.types.is_large_string(f.type) else f for f in batch.schema]
+    )
+    return pa.Table.from_batches([batch]).cast(schema)
+
+
+def _csv_quote_text(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in '",\n') else text
+
+
+def _csv_lines(table: Any) -> bytes:
+    """The CSV rows of an Arrow table as one UTF-8 buffer (vectorised, one pass per column)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    cells = [_csv_cells(column) for column in table.columns]
+    lines = pc.binary_join_element_wise(*cells, ",", null_handling="replace", null_replacement="")
+    lines = pc.binary_join_element_wise(lines, "\n", "")
+    combined = pa.concat_arrays(lines.chunks) if isinstance(lines, pa.ChunkedArray) else lines
+    combined = combined.cast(pa.large_string())  # 64-bit offsets: any batch size
+    _, offsets, data = combined.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int64)[combined.offset : combined.offset + len(combined) + 1]
+    return data[int(bounds[0]) : int(bounds[-1])].to_pybytes()
+
+
+def _csv_cells(column: Any) -> Any:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        text = pc.cast(column, pa.string())
+        needs_quotes = pc.match_substring_regex(text, '[",\n]')
+        quoted = pc.binary_join_element_wise('"', pc.replace_substring(text, '"', '""'), '"', "")
+        return pc.if_else(needs_quotes, quoted, text)
+    if pa.types.is_boolean(kind):
+        return pc.if_else(column, "True", "False")
+    if pa.types.is_timestamp(kind):
+        seconds = pc.cast(pc.floor_temporal(column, unit="second"), pa.timestamp("s", tz=kind.tz))
+        return pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ")
+    if pa.types.is_floating(kind):
+        values = pc.fill_null(column, np.nan).to_numpy(zero_copy_only=False)
+        text = pa.array(values.astype(str), pa.string())
+        return pc.if_else(pc.is_nan(pc.fill_null(column, np.nan)), pa.scalar(None, pa.string()), text)
+    return pc.cast(column, pa.string())
 
 
 SQL_COLUMN_TYPES = {
@@ -276,14 +666,15 @@ SQL_COLUMN_TYPES = {
     **{c: "TIMESTAMPTZ" for c in _DATE_FIELDS},
 }
 _SAFE_TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+SQL_BATCH_ROWS = 5_000
 
 
-def upsert_sql(frame: pd.DataFrame, conn_id: str, table: str) -> int:
+def upsert_sql(source: Any, conn_id: str, table: str) -> int:
     """Upsert the export into ``table`` (created if missing) keyed on ``enrollment_id``.
 
     Goes through the connection's common-sql hook (``insert_rows(replace=True)`` gives
     ``INSERT ... ON CONFLICT (enrollment_id) DO UPDATE`` on PostgreSQL), so re-running an export
-    updates rows instead of duplicating them.
+    updates rows instead of duplicating them. Rows are sent batch by batch.
     """
     from airflow.sdk import BaseHook
 
@@ -295,29 +686,25 @@ def upsert_sql(frame: pd.DataFrame, conn_id: str, table: str) -> int:
         for c in EXPORT_COLUMNS
     )
     hook.run(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
-    if frame.empty:
-        return 0
-    rows = [tuple(_sql_value(v) for v in record) for record in frame[EXPORT_COLUMNS].itertuples(index=False)]
-    hook.insert_rows(
-        table,
-        rows,
-        target_fields=EXPORT_COLUMNS,
-        replace=True,
-        replace_index="enrollment_id",
-        commit_every=1000,
-    )
-    return len(rows)
+    sent = 0
+    for batch in export_batches(source, batch_rows=SQL_BATCH_ROWS):
+        if not batch.num_rows:
+            continue
+        values = [[_sql_value(v) for v in batch.column(c).to_pylist()] for c in EXPORT_COLUMNS]
+        rows = list(zip(*values, strict=True))
+        hook.insert_rows(
+            table,
+            rows,
+            target_fields=EXPORT_COLUMNS,
+            replace=True,
+            replace_index="enrollment_id",
+            commit_every=1000,
+        )
+        sent += len(rows)
+    return sent
 
 
 def _sql_value(value: Any) -> Any:
-    import pandas as pd
-
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
     if isinstance(value, float) and value != value:
         return None
-    if isinstance(value, pd.Timestamp):
-        return value.to_pydatetime()
-    if hasattr(value, "item"):
-        return value.item()
     return value

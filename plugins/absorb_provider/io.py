@@ -318,10 +318,11 @@ class BatchedTableWriter:
             self.path.unlink(missing_ok=True)  # never leave a half export that looks complete
 
 
-def _timestamps(raw):
+def _timestamps(raw, errors: str = "raise"):
     """ISO 8601 text (``Z``, ``+00:00``, 7-digit .NET fractions, bare dates) to UTC timestamps.
 
     Vectorised for the usual UTC forms; falls back to per-value parsing for other offsets.
+    ``errors="null"`` turns unreadable values into nulls instead of raising.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -333,9 +334,25 @@ def _timestamps(raw):
         naive = pc.replace_substring_regex(naive, r"(\.\d{6})\d+", r"\1")
         return pc.assume_timezone(pc.cast(naive, pa.timestamp("us")), "UTC")
     except pa.ArrowInvalid:
-        values = raw.to_pylist()
-        parsed = [None if v is None else as_utc(_six_digit_fraction(v), "timestamp") for v in values]
+        parse = _timestamp_or_none if errors == "null" else _timestamp
+        parsed = [None if v is None else parse(v) for v in raw.to_pylist()]
         return pa.array(parsed, type=pa.timestamp("us", tz="UTC"))
+
+
+def parse_timestamps(raw):
+    """ISO 8601 text to UTC timestamps (``timestamp[us, UTC]``); unreadable values become null."""
+    return _timestamps(raw, errors="null")
+
+
+def _timestamp(value: str):
+    return as_utc(_six_digit_fraction(value), "timestamp")
+
+
+def _timestamp_or_none(value: str):
+    try:
+        return _timestamp(value)
+    except ValueError:
+        return None
 
 
 def _six_digit_fraction(value: str) -> str:
@@ -368,3 +385,74 @@ def stream_tables_to_file(
     with BatchedTableWriter(path, fields, fmt, batch_rows) as writer:
         writer.write_tables(tables)
     return writer.rows_written
+
+
+def tables_by_course(
+    fetch: Any,
+    course_ids: Iterable[str],
+    *,
+    concurrency: int = 4,
+    depth: int = 2,
+) -> Iterator[tuple[str, Any]]:
+    """``(course_id, page)`` for every page of every course, course after course, in order.
+
+    ``fetch(course_id)`` yields a course's pages (e.g. ``AbsorbHook.course_enrollment_tables``
+    with ``prefetch=False``). Up to ``concurrency`` courses are read at once in background
+    threads, each at most ``depth`` pages ahead of the consumer, so memory stays bounded
+    (``concurrency * (depth + 1)`` pages) while the consumer still sees one course at a time.
+    The client's rate limiter is shared, so the requests per second stay within its limit.
+    An error in any read is raised in the consumer; stopping early stops the readers.
+    """
+    import queue
+    import threading
+
+    courses = list(course_ids)
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    stop = threading.Event()
+    slots = threading.Semaphore(concurrency)
+    queues = [queue.Queue(maxsize=depth) for _ in courses]
+    end = object()
+
+    def put(target: queue.Queue, item: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                target.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read(index: int) -> None:
+        target = queues[index]
+        try:
+            for page in fetch(courses[index]):
+                if not put(target, (None, page)):
+                    return
+            put(target, (None, end))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(target, (exc, None))
+
+    def dispatch() -> None:
+        for index in range(len(courses)):
+            while not slots.acquire(timeout=0.1):
+                if stop.is_set():
+                    return
+            if stop.is_set():
+                return
+            threading.Thread(target=read, args=(index,), name="absorb-course-reader", daemon=True).start()
+
+    threading.Thread(target=dispatch, name="absorb-course-dispatch", daemon=True).start()
+    try:
+        for index, course_id in enumerate(courses):
+            while True:
+                error, page = queues[index].get()
+                if error is not None:
+                    raise error
+                if page is end:
+                    break
+                yield course_id, page
+            queues[index] = None  # type: ignore[call-overload]
+            slots.release()
+    finally:
+        stop.set()
