@@ -8,6 +8,7 @@ row at run time). Every error, FastAPI's own validation errors included, uses Ab
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -28,6 +29,7 @@ from absorb_sandbox.faults import FaultInjector, FaultSpecError, RateLimiter, pa
 from absorb_sandbox.middleware import BodyTooLarge, SandboxMiddleware, Stats, json_bytes
 from absorb_sandbox.openapi_doc import customise_openapi
 from absorb_sandbox.service import Sandbox, check_guid, page_request
+from absorb_sandbox.shared import SharedState, state_path
 from absorb_sandbox.users import UserService
 
 
@@ -41,6 +43,7 @@ class SandboxConfig:
     rate_limit: float | None = None
     faults: str | None = None
     token_ttl: float = DEFAULT_TOKEN_TTL
+    paging: str = "keyset"  # or "offset": plain COUNT + LIMIT/OFFSET (comparisons, benchmarks)
 
 
 def open_store(config: SandboxConfig):
@@ -64,14 +67,25 @@ GuidPath = Annotated[str, "GUID path parameter"]
 ReEnroll = Annotated[bool, Query(description="Re-enroll when an active enrollment exists.")]
 
 
-def create_app(config: SandboxConfig, conn=None) -> FastAPI:
+def open_state(config: SandboxConfig) -> SharedState:
+    """The shared state of a server that starts now: stats zeroed, buckets full, faults from
+    the config. Called once per server, before its worker processes (if any) start."""
+    state = SharedState(state_path(config.db_path))
+    state.initialise(parse_spec(config.faults).describe())
+    return state
+
+
+def create_app(config: SandboxConfig, conn=None, state: SharedState | None = None) -> FastAPI:
+    """The app of one server process; ``state``: the shared state opened by this process (a
+    worker of ``--workers N``), else it is opened and initialised here."""
     conn = conn or open_store(config)
-    sandbox = Sandbox(conn)
+    state = state or open_state(config)
+    stats = Stats(state)
+    sandbox = Sandbox(conn, paging=config.paging, on_paging=stats.record_paging)
     users = UserService(conn)
     tokens = TokenStore(conn, config.token_ttl)
-    stats = Stats()
-    faults = FaultInjector(parse_spec(config.faults))
-    limiter = RateLimiter(config.rate_limit)
+    faults = FaultInjector(state=state)
+    limiter = RateLimiter(config.rate_limit, state)
     app = FastAPI(
         title="Absorb Integration API v2 (offline sandbox)",
         version="2",
@@ -79,6 +93,7 @@ def create_app(config: SandboxConfig, conn=None) -> FastAPI:
     )
     app.state.sandbox = sandbox
     app.state.config = config
+    app.state.shared = state
 
     def route_template(scope) -> str:
         for route in app.router.routes:
@@ -769,7 +784,7 @@ def _add_admin_routes(
 
     @app.get("/_sandbox/health", **admin)
     async def health():
-        return _json({"status": "ok"})
+        return _json({"status": "ok", "worker": os.getpid()})
 
     @app.get("/_sandbox/stats", **admin)
     async def get_stats():
@@ -803,7 +818,7 @@ def _add_admin_routes(
 
     @app.get("/_sandbox/faults", **admin)
     async def get_faults():
-        return _json(faults.spec.describe())
+        return _json(faults.current().describe())
 
     @app.post("/_sandbox/progress", **admin)
     async def progress(body: Annotated[dict | None, Body()] = None):

@@ -31,6 +31,13 @@ a lost write also counts under ``by_status`` as ``dropped`` or as the status it 
 The JSON form of the admin call takes the same keys: ``{"seed": 7, "error": 0.1, "429": 0.05,
 "drop": 0.02, "latency": 0.05, "latency_ms": 200, "lost": 0.3, "lost5xx": 0.1}``, or ``{"spec": "seed=7,error=0.1"}``;
 ``{}`` or ``"off"`` turns faults off. Faults never apply to ``/_sandbox/*``.
+
+With ``serve --workers N`` the spec is stored in the shared state file (``absorb_sandbox.shared``),
+so ``--faults`` and ``POST /_sandbox/faults`` apply to every process; each process draws from
+its own RNGs seeded by ``seed`` (re-seeded when the spec changes), so the sequence is repeatable
+*per process*: with one worker it is exactly the sequence of the requests, with several it
+depends on which process serves which request. The token bucket of ``--rate-limit`` is shared
+too (one bucket per API key across all processes).
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from absorb_sandbox.shared import SharedState
 
 
 class FaultSpecError(ValueError):
@@ -75,6 +86,15 @@ class FaultSpec:
         data = asdict(self)
         data["status_probabilities"] = {str(k): v for k, v in self.status_probabilities.items()}
         return data
+
+    @classmethod
+    def from_description(cls, data: dict | None) -> FaultSpec:
+        """The inverse of ``describe()`` (how the shared state stores a spec)."""
+        if not data:
+            return cls()
+        data = dict(data)
+        data["status_probabilities"] = {int(k): v for k, v in data.get("status_probabilities", {}).items()}
+        return cls(**data)
 
 
 FAULT_STATUSES = (429, 500, 502, 503)
@@ -199,20 +219,43 @@ NO_FAULT = FaultDecision()
 
 
 class FaultInjector:
-    """Draws one repeatable decision per API request from the spec's seeded RNG."""
+    """Draws one repeatable decision per API request from the spec's seeded RNG.
 
-    def __init__(self, spec: FaultSpec | None = None):
+    With a ``SharedState`` the spec is shared by every server process: ``configure`` stores it
+    there, and each decision first checks (one read) whether another process changed it."""
+
+    def __init__(self, spec: FaultSpec | None = None, state: SharedState | None = None):
         self._lock = threading.Lock()
-        self.configure(spec or FaultSpec())
+        self._state = state
+        self._version = -1
+        self._use(spec or FaultSpec())
+        if state is not None:
+            self._sync()
 
-    def configure(self, spec: FaultSpec) -> None:
+    def _use(self, spec: FaultSpec) -> None:
         with self._lock:
             self.spec = spec
             self._rng = random.Random(spec.seed)
             self._lost_rng = random.Random(f"lost:{spec.seed}")
 
+    def configure(self, spec: FaultSpec) -> None:
+        """Use ``spec`` from now on, in every process sharing the state."""
+        if self._state is not None:
+            self._version = self._state.set_faults(spec.describe())
+        self._use(spec)
+
+    def _sync(self) -> None:
+        if self._state is not None and self._state.faults_version() != self._version:
+            self._version, description = self._state.faults()
+            self._use(FaultSpec.from_description(description))
+
+    def current(self) -> FaultSpec:
+        self._sync()
+        return self.spec
+
     def decide(self, write: bool = False) -> FaultDecision:
         """The decision for the next request; ``write``: an API write (``lost``, ``lost5xx`` and ``writelatency`` apply)."""
+        self._sync()
         decision = self._decide_before()
         spec = self.spec
         if write and spec.write_latency:
@@ -256,11 +299,14 @@ class FaultInjector:
 
 
 class RateLimiter:
-    """Token bucket per API key: ``rate`` requests/s with a burst of ``rate`` (at least 1)."""
+    """Token bucket per API key: ``rate`` requests/s with a burst of ``rate`` (at least 1).
 
-    def __init__(self, rate: float | None):
+    With a ``SharedState`` the buckets live there, shared by every server process."""
+
+    def __init__(self, rate: float | None, state: SharedState | None = None):
         self.rate = rate
         self.capacity = max(1.0, rate or 0.0)
+        self._state = state
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
@@ -268,6 +314,8 @@ class RateLimiter:
         """0 when the request may go ahead, else the seconds until a token is available."""
         if not self.rate:
             return 0.0
+        if self._state is not None:
+            return self._state.acquire(key, self.rate, self.capacity)
         now = time.monotonic()
         with self._lock:
             tokens, last = self._buckets.get(key, (self.capacity, now))

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
-from collections import Counter
+import os
 from typing import TYPE_CHECKING
 
 from absorb_sandbox.errors import error_bytes
@@ -18,6 +17,7 @@ from absorb_sandbox.faults import FaultInjector, RateLimiter, retry_after_header
 
 if TYPE_CHECKING:
     from absorb_sandbox.auth import TokenStore
+    from absorb_sandbox.shared import SharedState
 
 ADMIN_PREFIX = "/_sandbox"
 DOC_PATHS = frozenset({"/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect"})
@@ -30,27 +30,27 @@ log = logging.getLogger("absorb_sandbox")
 
 
 class Stats:
-    """Request counters for ``GET /_sandbox/stats``.
+    """Request counters for ``GET /_sandbox/stats``, kept in the shared state file so that every
+    server process adds to (and reads) the same counters.
 
     ``by_status`` counts what the client got (``dropped``: the connection was closed without an
     answer, by an injected ``drop``/``lost`` fault); ``injected`` counts the injected faults by
     kind; ``internal_errors`` counts requests the sandbox itself failed on (an uncaught
-    exception, answered 500): each is a sandbox defect, never an injected fault.
+    exception, answered 500): each is a sandbox defect, never an injected fault. ``by_worker``
+    counts the requests each server process (by pid) answered; ``paging`` counts how paged
+    listings were served (``first`` page, ``keyset`` seek after the page before, ``offset``
+    jump, ``count_cached`` / ``count_computed`` for ``totalItems``).
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.reset()
+    SCALARS = ("total_requests", "authenticate_calls", "write_calls", "internal_errors")
+    GROUPS = {"route": "by_route", "status": "by_status", "injected": "injected", "worker": "by_worker"}
+
+    def __init__(self, state: SharedState) -> None:
+        self.state = state
+        self.worker = str(os.getpid())
 
     def reset(self) -> None:
-        with self._lock:
-            self.total_requests = 0
-            self.authenticate_calls = 0
-            self.write_calls = 0
-            self.internal_errors = 0
-            self.by_route: Counter[str] = Counter()
-            self.by_status: Counter[str] = Counter()
-            self.injected: Counter[str] = Counter()
+        self.state.reset_stats()
 
     def record(
         self,
@@ -62,30 +62,39 @@ class Stats:
         fault: str | None = None,
         internal_error: bool = False,
     ) -> None:
-        with self._lock:
-            self.total_requests += 1
-            if path == AUTHENTICATE_PATH:
-                self.authenticate_calls += 1
-            elif method in WRITE_METHODS:
-                self.write_calls += 1
-            self.by_route[f"{method} {template}"] += 1
-            self.by_status["dropped" if status is None else str(status)] += 1
-            if fault:
-                self.injected[fault] += 1
-            if internal_error:
-                self.internal_errors += 1
+        counters = [
+            ("total", "total_requests"),
+            ("route", f"{method} {template}"),
+            ("status", "dropped" if status is None else str(status)),
+            ("worker", self.worker),
+        ]
+        if path == AUTHENTICATE_PATH:
+            counters.append(("total", "authenticate_calls"))
+        elif method in WRITE_METHODS:
+            counters.append(("total", "write_calls"))
+        if fault:
+            counters.append(("injected", fault))
+        if internal_error:
+            counters.append(("total", "internal_errors"))
+        self.state.add(counters)
+
+    def record_internal_error(self) -> None:
+        """An internal error after the answer had started (the request itself is counted)."""
+        self.state.add([("total", "internal_errors")])
+
+    def record_paging(self, kind: str) -> None:
+        self.state.add([("paging", kind)])
 
     def snapshot(self) -> dict:
-        with self._lock:
-            return {
-                "total_requests": self.total_requests,
-                "authenticate_calls": self.authenticate_calls,
-                "write_calls": self.write_calls,
-                "internal_errors": self.internal_errors,
-                "by_route": dict(self.by_route),
-                "by_status": dict(self.by_status),
-                "injected": dict(self.injected),
-            }
+        data: dict = {name: 0 for name in self.SCALARS}
+        data.update({group: {} for group in self.GROUPS.values()})
+        data["paging"] = {}
+        for kind, name, count in self.state.counters():
+            if kind == "total":
+                data[name] = count
+            else:
+                data[self.GROUPS.get(kind, kind)][name] = count
+        return data
 
 
 def _header(scope: dict, name: bytes) -> str | None:
@@ -140,6 +149,9 @@ class SandboxMiddleware:
         async def recording_send(message):
             if message["type"] == "http.response.start":
                 status_box.append(message["status"])
+                # Counted before the answer leaves: a client that reads /_sandbox/stats next
+                # (perhaps from another worker process) already sees this request.
+                self._record(scope, path, method, message["status"], outcome)
             await send(message)
 
         try:
@@ -152,18 +164,22 @@ class SandboxMiddleware:
             outcome["internal_error"] = True
             log.exception("sandbox internal error on %s %s", method, path)
             if status_box:
+                self.stats.record_internal_error()
                 raise
             await _send_error(recording_send, 500, "Internal error in the sandbox.")
         finally:
-            template = self._template(scope)
-            self.stats.record(
-                method,
-                path,
-                template,
-                status_box[0] if status_box else None,
-                fault=outcome["fault"],
-                internal_error=outcome["internal_error"],
-            )
+            if not status_box:  # closed without an answer
+                self._record(scope, path, method, None, outcome)
+
+    def _record(self, scope, path: str, method: str, status: int | None, outcome: dict) -> None:
+        self.stats.record(
+            method,
+            path,
+            self._template(scope),
+            status,
+            fault=outcome["fault"],
+            internal_error=outcome["internal_error"],
+        )
 
     def _template(self, scope) -> str:
         route = scope.get("route")

@@ -6,6 +6,7 @@ Field names, types and shapes follow the seed document (v2). Each resource lists
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,9 +29,25 @@ class Resource:
     status_sql: str | None = None
     edited_sql: str | None = None
     json_sql: str | None = None  # json_object(...) over c0..cN (the columns aliased), built by SQLite
+    # The main table alone (``from_sql`` minus its LEFT JOINs on unique keys, which never add or
+    # drop a row) and the aliases those joins bring: counts skip the joins when the WHERE clause
+    # does not reference them.
+    base_from: str | None = None
+    joined: tuple[str, ...] = ()
 
     def select(self) -> str:
         return f"SELECT {self.columns} FROM {self.from_sql}"
+
+    @property
+    def keyset_column(self) -> str | None:
+        """The unique, ascending key of the default order (``x.rowid``), for keyset paging."""
+        return self.default_order if self.default_order.endswith(".rowid") else None
+
+    def count_from(self, where: str) -> str:
+        """The FROM clause a COUNT(*) with ``where`` needs (the joins only when referenced)."""
+        if self.base_from and not (self.joined and re.search(rf"\b(?:{'|'.join(self.joined)})\.", where)):
+            return self.base_from
+        return self.from_sql
 
 
 def _bool(value) -> bool | None:
@@ -229,6 +246,8 @@ ENROLLMENTS = Resource(
     key="enrollments",
     columns=ENROLLMENT_COLUMNS,
     from_sql="enrollments e LEFT JOIN users u ON u.id = e.user_id LEFT JOIN courses c ON c.id = e.course_id",
+    base_from="enrollments e",
+    joined=("u", "c"),
     default_order="e.rowid",
     serialize=serialize_enrollment,
     status_sql="e.status",
@@ -328,6 +347,8 @@ SESSION_ENROLLMENTS = Resource(
         "session_enrollments se LEFT JOIN sessions s ON s.id = se.session_id "
         "LEFT JOIN users u ON u.id = se.user_id"
     ),
+    base_from="session_enrollments se",
+    joined=("s", "u"),
     default_order="se.rowid",
     serialize=serialize_session_enrollment,
     status_sql="se.status",
@@ -421,6 +442,8 @@ LESSON_ENROLLMENTS = Resource(
         "lesson_enrollments le LEFT JOIN lessons l ON l.id = le.lesson_id "
         "LEFT JOIN users u ON u.id = le.user_id"
     ),
+    base_from="lesson_enrollments le",
+    joined=("l", "u"),
     default_order="le.rowid",
     serialize=serialize_lesson_enrollment,
     status_sql="le.status",

@@ -10,9 +10,10 @@ import random
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from absorb_sandbox import resources as res
 from absorb_sandbox.errors import ApiError, invalid_guid, not_found
@@ -106,11 +107,81 @@ def page_request(params: Mapping[str, str], *, paged: bool = True) -> PageReques
     return PageRequest(limit, page, text_filter or None, text_sort or None, status_value, since_value)
 
 
-class Sandbox:
-    """The simulated portal over one SQLite connection (used from the event loop thread only)."""
+PAGING_MODES = ("keyset", "offset")
 
-    def __init__(self, conn: sqlite3.Connection):
+
+@dataclass
+class QueryMemo:
+    """What one process remembers about one listing query (resource, WHERE, ORDER BY)."""
+
+    total: int | None = None
+    # (page size, page index) -> key (rowid) of the last row of that page: the seek point of
+    # the page after it. A small LRU: a walk needs only the page before.
+    ends: OrderedDict[tuple[int, int], int] = field(default_factory=OrderedDict)
+
+    MAX_ENDS = 64
+
+    def remember_end(self, limit: int, page: int, key: int) -> None:
+        self.ends[(limit, page)] = key
+        self.ends.move_to_end((limit, page))
+        while len(self.ends) > self.MAX_ENDS:
+            self.ends.popitem(last=False)
+
+
+class PageCache:
+    """Counts and page boundaries of recent listing queries, valid for one database generation.
+
+    The generation is ``(PRAGMA data_version, total_changes)`` of the process's connection:
+    the first changes whenever *another* connection (another worker process, an hr-feed
+    export...) commits to the database, the second whenever this one writes. Any write anywhere
+    therefore empties the cache before the next page is served, so a cached count or seek point
+    is only ever used on the data it was computed from, and pages stay identical to
+    ``LIMIT/OFFSET`` ones.
+    """
+
+    MAX_QUERIES = 256
+
+    def __init__(self) -> None:
+        self.generation: tuple[int, int] | None = None
+        self.queries: OrderedDict[tuple, QueryMemo] = OrderedDict()
+
+    def memo(self, generation: tuple[int, int], key: tuple) -> QueryMemo:
+        if generation != self.generation:
+            self.queries.clear()
+            self.generation = generation
+        memo = self.queries.get(key)
+        if memo is None:
+            memo = self.queries[key] = QueryMemo()
+            while len(self.queries) > self.MAX_QUERIES:
+                self.queries.popitem(last=False)
+        else:
+            self.queries.move_to_end(key)
+        return memo
+
+
+class Sandbox:
+    """The simulated portal over one SQLite connection (used from the event loop thread only).
+
+    ``paging="keyset"`` (default) serves the page after a page it served last as a keyset seek
+    (``WHERE key > last ORDER BY key LIMIT n``), other pages with ``LIMIT/OFFSET`` (walking only
+    the key index when the filter allows), and caches ``totalItems`` per query; ``"offset"``
+    is the plain ``COUNT(*)`` + ``LIMIT/OFFSET`` of every page (for comparisons). Both give the
+    same bytes. ``on_paging(kind)`` is told how each page was served (stats).
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        paging: str = "keyset",
+        on_paging: Callable[[str], None] | None = None,
+    ):
+        if paging not in PAGING_MODES:
+            raise ValueError(f"paging must be one of {', '.join(PAGING_MODES)}, got {paging!r}")
         self.conn = conn
+        self.paging = paging
+        self.cache = PageCache()
+        self._on_paging = on_paging or (lambda _kind: None)
 
     # --- plumbing -----------------------------------------------------------------------------------
 
@@ -123,6 +194,16 @@ class Sandbox:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[tuple[int, int]]:
+        """A read transaction (one consistent view of the data) and the data's generation."""
+        self.conn.execute("BEGIN")
+        try:
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+            yield version, self.conn.total_changes
+        finally:
+            self.conn.execute("COMMIT")
 
     def _one(self, sql: str, params: Iterable = ()) -> tuple | None:
         return self.conn.execute(sql, tuple(params)).fetchone()
@@ -167,22 +248,93 @@ class Sandbox:
         bytes when the resource lets SQLite build its JSON (the large enrollment pages)."""
         where, values = self._where(resource, base or [], params or [], request)
         order = self._order(resource, request)
-        total = self.conn.execute(f"SELECT COUNT(*) FROM {resource.from_sql}{where}", values).fetchone()[0]
-        in_range = request.page * request.limit < total
-        page_sql = f"{resource.select()}{where} ORDER BY {order} LIMIT ? OFFSET ?"
-        page_values = [*values, request.limit, request.page * request.limit]
+        if self.paging == "offset":
+            total = self.conn.execute(f"SELECT COUNT(*) FROM {resource.from_sql}{where}", values).fetchone()[
+                0
+            ]
+            page_sql = f"{resource.select()}{where} ORDER BY {order} LIMIT ? OFFSET ?"
+            page_values = [*values, request.limit, request.page * request.limit]
+            return self._envelope(resource, request, total, page_sql, page_values, None)[0]
+        with self.snapshot() as generation:
+            memo = self.cache.memo(generation, (resource.key, resource.from_sql, where, tuple(values), order))
+            if memo.total is None:
+                count_sql = f"SELECT COUNT(*) FROM {resource.count_from(where)}{where}"
+                memo.total = self.conn.execute(count_sql, values).fetchone()[0]
+                self._on_paging("count_computed")
+            else:
+                self._on_paging("count_cached")
+            key = resource.keyset_column if not request.sort else None
+            page_sql, page_values, kind = self._page_query(resource, request, where, values, order, key, memo)
+            body, last_key = self._envelope(resource, request, memo.total, page_sql, page_values, key)
+            if last_key is not None:
+                memo.remember_end(request.limit, request.page, last_key)
+        if kind:
+            self._on_paging(kind)
+        return body
+
+    def _page_query(
+        self,
+        resource: res.Resource,
+        request: PageRequest,
+        where: str,
+        values: list,
+        order: str,
+        key: str | None,
+        memo: QueryMemo,
+    ) -> tuple[str, list, str | None]:
+        """(SQL, parameters, how) of one page: a keyset seek when the page before was served
+        (or for page 0), else LIMIT/OFFSET; ``how`` is None when the page is out of range."""
+        if request.page * request.limit >= memo.total:
+            return "", [], None
+        columns = resource.columns if key is None else f"{resource.columns}, {key} AS k_"
+        select = f"SELECT {columns} FROM {resource.from_sql}"
+        after = memo.ends.get((request.limit, request.page - 1)) if key and request.page else None
+        if key and (request.page == 0 or after is not None):
+            seek = "" if after is None else f"{' AND' if where else ' WHERE'} {key} > ?"
+            sql = f"{select}{where}{seek} ORDER BY {order} LIMIT ?"
+            return (
+                sql,
+                [*values, *([] if after is None else [after]), request.limit],
+                ("first" if after is None else "keyset"),
+            )
+        offset = request.page * request.limit
+        if key and resource.count_from(where) != resource.from_sql:
+            # A jump: walk only the main table's index to the page, then join its rows.
+            inner = f"SELECT {key} FROM {resource.base_from}{where} ORDER BY {order} LIMIT ? OFFSET ?"
+            sql = f"{select} WHERE {key} IN ({inner}) ORDER BY {order}"
+        else:
+            sql = f"{select}{where} ORDER BY {order} LIMIT ? OFFSET ?"
+        return sql, [*values, request.limit, offset], "offset"
+
+    def _envelope(
+        self,
+        resource: res.Resource,
+        request: PageRequest,
+        total: int,
+        page_sql: str,
+        page_values: list,
+        key: str | None,
+    ) -> tuple[dict | bytes, int | None]:
+        """The page's envelope and the key of its last row (None without a key or rows)."""
+        in_range = bool(page_sql) and request.page * request.limit < total
+        last_key = None
         if resource.json_sql:
             items, returned = "[]", 0
             if in_range:
-                items, returned = self.conn.execute(
-                    f"SELECT json_group_array({resource.json_sql}), COUNT(*) FROM ({page_sql})", page_values
+                last = ", MAX(k_)" if key else ""
+                items, returned, *rest = self.conn.execute(
+                    f"SELECT json_group_array({resource.json_sql}), COUNT(*){last} FROM ({page_sql})",
+                    page_values,
                 ).fetchone()
+                last_key = rest[0] if rest else None
             head = (
                 f'{{"totalItems":{total},"returnedItems":{returned},"limit":{request.limit},'
                 f'"offset":{request.page},"{resource.key}":'
             )
-            return head.encode() + items.encode() + b"}"
+            return head.encode() + items.encode() + b"}", last_key
         rows = self.conn.execute(page_sql, page_values).fetchall() if in_range else []
+        if key and rows:
+            last_key = rows[-1][-1]
         serialize = resource.serialize
         return {
             "totalItems": total,
@@ -190,7 +342,7 @@ class Sandbox:
             "limit": request.limit,
             "offset": request.page,
             resource.key: [serialize(r) for r in rows],
-        }
+        }, last_key
 
     def rows(self, resource: res.Resource, request: PageRequest, base: list[str], params: list) -> list[dict]:
         """Every matching row as a bare array (for the operations the seed shows as arrays)."""

@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     time_spent_ticks INTEGER NOT NULL DEFAULT 0, start_date TEXT, completion_date TEXT
 );
 CREATE TABLE IF NOT EXISTS tokens (username TEXT PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS ix_tokens_token ON tokens (token);
 """
 
 # Bulk-loaded tables have no PRIMARY KEY during the load (random GUID keys make B-tree inserts

@@ -2,6 +2,9 @@
 
 with SandboxServer(db_path=tmp / "absorb.db", seed="small") as server:
     requests.get(f"{server.base_url}/users", headers=...)
+
+``workers=N`` serves from N processes (needs a db file); ``paging="offset"`` turns keyset paging
+and the cached counts off (see ``absorb_sandbox.cli``).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class SandboxServer:
         password=DEFAULT_PASSWORD,
         host="127.0.0.1",
         port=None,
+        workers=1,
+        paging=None,
     ):
         self.db_path = str(db_path)
         self.seed = seed
@@ -50,6 +55,8 @@ class SandboxServer:
         self.password = password
         self.host = host
         self.port = port
+        self.workers = workers
+        self.paging = paging
         self.base_url = ""
         self._process: subprocess.Popen | None = None
         self._stderr_file = None
@@ -81,6 +88,10 @@ class SandboxServer:
             cmd += ["--faults", self.faults if isinstance(self.faults, str) else json.dumps(self.faults)]
         if self.token_ttl is not None:
             cmd += ["--token-ttl", str(self.token_ttl)]
+        if self.workers != 1:
+            cmd += ["--workers", str(self.workers)]
+        if self.paging is not None:
+            cmd += ["--paging", self.paging]
         return cmd
 
     def start(self) -> SandboxServer:
