@@ -244,3 +244,20 @@ def test_an_enrollment_another_run_removed_first_counts_as_done(world, handover,
 
 def world_people(hook) -> list[str]:
     return [u["externalId"] for u in hook.list_users() if u.get("externalId")][:40]
+
+
+def test_an_unreadable_people_list_fails_at_once_and_is_not_retried(world):
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    writes = world.writes()
+    run = run_dag(UNENROLL, world.output, {"people": ["E000001", {"courses": ["Code of Conduct"]}]})
+    assert run.state == "failed" and run.tasks["resolve_targets"] == "failed", run.tasks
+    assert world.writes() == writes
+    with create_session() as session:
+        ti = (
+            session.query(TaskInstance)
+            .filter_by(dag_id=UNENROLL, run_id=run.run_id, task_id="resolve_targets")
+            .one()
+        )
+        assert ti.try_number == 1, "a deterministic input error must not be retried"

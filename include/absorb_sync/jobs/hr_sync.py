@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from absorb_sync.jobs.runtime import read_frame, read_json, write_csv, write_frame, write_json
+from absorb_sync.jobs.runtime import InputError, read_frame, read_json, write_csv, write_frame, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,10 +52,6 @@ class PlanRefusedError(AirflowFailException):
 
 class VerificationError(AirflowFailException):
     """Absorb does not show what the run applied (or some writes failed)."""
-
-
-class InputError(AirflowFailException):
-    """A run input (rules, mapping, Params) is wrong: fails at once, before any write, no retry."""
 
 
 FIRST_APPLY_HELP = (

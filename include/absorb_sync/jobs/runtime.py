@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,6 +29,11 @@ SYNC_DAG_ID = "absorb_hr_enrollment_sync"
 UNENROLL_DAG_ID = "absorb_bulk_unenrollment"
 EXPORT_DAG_ID = "absorb_completion_export"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+class InputError(AirflowFailException):
+    """A run input (rules, mapping, Params, people file) is wrong: fails at once, before any write,
+    and is not retried (the same input gives the same error)."""
 
 
 def storage_path(location: str | os.PathLike) -> ObjectStoragePath:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from absorb_sync.jobs.runtime import read_json, storage_path, write_csv, write_json
+from absorb_sync.jobs.runtime import InputError, read_json, storage_path, write_csv, write_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -202,6 +202,15 @@ def collect_requests(
     """All requested people from the three sources, de-duplicated (courses merged per person),
     and the skipped ones with their reason. Leavers that a sync named (``use_last_leavers``, and
     ``people`` of a hand-over when ``screen_people``) are re-checked against the latest feed."""
+    try:
+        return _collect(people, people_file, use_last_leavers, state, screen_people)
+    except (ValueError, FileNotFoundError) as error:
+        raise InputError(f"people to unenroll cannot be read, nothing was done: {error}") from error
+
+
+def _collect(
+    people: list | None, people_file: str | None, use_last_leavers: bool, state: Any, screen_people: bool
+) -> tuple[list[dict], list[dict]]:
     requests = parse_requests(people)
     skipped: list[dict] = []
     if screen_people:
@@ -316,7 +325,7 @@ def _resolve_course_refs(hook: Any, requests: list[dict]) -> dict[str, str]:
             by_name.setdefault(course["name"], []).append(course["id"])
         problems = [n for n in sorted(names) if len(by_name.get(n, [])) != 1]
         if problems:
-            raise ValueError(f"course names not found or ambiguous in Absorb: {problems}")
+            raise InputError(f"course names not found or ambiguous in Absorb: {problems}")
         resolved.update({n: by_name[n][0] for n in names})
     return resolved
 
