@@ -5,9 +5,7 @@ Everything renders offline (no CDN, no JS): charts are matplotlib PNGs embedded 
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -72,70 +70,17 @@ def run_report(title: str, summary: Mapping[str, Any], tables: Mapping[str, pd.D
 
 
 def compliance_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Completion rate and overdue counts by course and by department (active enrollments only)."""
-    active = frame[frame["is_active"].fillna(True).astype(bool)]
-    tables = {}
-    for label, column in (("course", "course_name"), ("department", "department")):
-        grouped = (
-            active.assign(group=active[column].astype("string").fillna("(unknown)"))
-            .groupby("group", sort=True)
-            .agg(
-                enrollments=("enrollment_id", "size"),
-                completed=("is_completed", "sum"),
-                overdue=("is_overdue", "sum"),
-            )
-            .reset_index()
-            .rename(columns={"group": label})
-        )
-        grouped["completed"] = grouped["completed"].astype(int)
-        grouped["overdue"] = grouped["overdue"].astype(int)
-        grouped["completion_rate_pct"] = (100 * grouped["completed"] / grouped["enrollments"]).round(1)
-        tables[label] = grouped
-    return tables
+    """Completion rate and overdue counts by course and by department (active enrollments only).
 
+    The export itself aggregates batch by batch (:mod:`absorb_sync.export_report`); this is the
+    same for a frame in hand."""
+    from absorb_sync.export_report import ComplianceAggregates
 
-def _bar_chart(table: pd.DataFrame, label: str, value: str, title: str, color: str) -> str:
-    """A horizontal bar chart as an inline ``<img>`` (Agg backend: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    from matplotlib import pyplot as plt
-
-    data = table.sort_values(value)
-    figure, axes = plt.subplots(figsize=(8, max(2.0, 0.35 * len(data) + 1)))
-    axes.barh(data[label].astype(str), data[value], color=color)
-    axes.set_title(title)
-    axes.set_xlabel(value.replace("_", " "))
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}">'
+    return ComplianceAggregates.of(frame).tables()
 
 
 def compliance_report(frame: pd.DataFrame, *, title: str, scope: str, now: datetime) -> str:
     """HTML compliance report: overall figures, charts and tables by course and department."""
-    active = frame[frame["is_active"].fillna(True).astype(bool)]
-    completed = int(active["is_completed"].sum())
-    overall = {
-        "scope": scope,
-        "as of (UTC)": now.isoformat(timespec="seconds"),
-        "active enrollments": len(active),
-        "completed": completed,
-        "completion rate %": round(100 * completed / len(active), 1) if len(active) else None,
-        "overdue": int(active["is_overdue"].sum()),
-    }
-    sections = ["<h2>Overall</h2>" + summary_table(overall)]
-    if not active.empty:
-        for label, table in compliance_tables(frame).items():
-            sections.append(f"<h2>By {label}</h2>")
-            sections.append(
-                _bar_chart(table, label, "completion_rate_pct", f"Completion rate % by {label}", "#2e7d32")
-            )
-            if table["overdue"].any():
-                sections.append(
-                    _bar_chart(table, label, "overdue", f"Overdue enrollments by {label}", "#c62828")
-                )
-            sections.append(frame_table(table))
-    return html_page(title, sections)
+    from absorb_sync.export_report import ComplianceAggregates, compliance_html
+
+    return compliance_html(ComplianceAggregates.of(frame), title=title, scope=scope, now=now)

@@ -1,0 +1,189 @@
+"""The completion export's compliance report, built from aggregates instead of rows.
+
+:class:`ComplianceAggregates` is filled batch by batch while the export is extracted (totals,
+and enrollments / completed / overdue of the active enrollments by course and by department)
+and saved as a small JSON file next to the export; the report task reads that file, never the
+rows. :func:`compliance_html` renders the page: overall figures, then a chart (matplotlib PNG
+embedded as base64, imported only here) and a table per grouping.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+GROUPINGS = (("course", "course_name"), ("department", "department"))
+UNKNOWN = "(unknown)"
+
+
+class ComplianceAggregates:
+    """Exact counts of an export, accumulated over Arrow batches (memory: one entry per group)."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.completed = 0
+        self.overdue = 0
+        self.active = 0
+        self.active_completed = 0
+        self.active_overdue = 0
+        # label -> group -> [enrollments, completed, overdue] over active enrollments
+        self.groups: dict[str, dict[str, list[int]]] = {label: {} for label, _ in GROUPINGS}
+
+    @classmethod
+    def of(cls, data: Any) -> ComplianceAggregates:
+        """Aggregates of a pandas frame, an Arrow table or an iterable of Arrow batches."""
+        import pyarrow as pa
+
+        aggregates = cls()
+        if hasattr(data, "iloc"):  # pandas
+            data = pa.Table.from_pandas(
+                data[["is_active", "is_completed", "is_overdue", "course_name", "department"]]
+            )
+        for batch in [data] if isinstance(data, pa.Table | pa.RecordBatch) else data:
+            aggregates.add(batch)
+        return aggregates
+
+    def add(self, batch: Any) -> None:
+        """Count one batch (an Arrow table or record batch in the export columns)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        completed = pc.fill_null(pc.cast(table.column("is_completed"), pa.bool_()), False)
+        overdue = pc.fill_null(pc.cast(table.column("is_overdue"), pa.bool_()), False)
+        active = pc.fill_null(pc.cast(table.column("is_active"), pa.bool_()), True)
+        self.rows += table.num_rows
+        self.completed += _true_count(completed)
+        self.overdue += _true_count(overdue)
+        self.active += _true_count(active)
+        flags = pa.table(
+            {"completed": pc.cast(completed, pa.int64()), "overdue": pc.cast(overdue, pa.int64())}
+        )
+        flags = flags.filter(active)
+        self.active_completed += int(pc.sum(flags.column("completed")).as_py() or 0)
+        self.active_overdue += int(pc.sum(flags.column("overdue")).as_py() or 0)
+        for label, column in GROUPINGS:
+            keys = pc.fill_null(pc.cast(table.column(column), pa.string()), UNKNOWN).filter(active)
+            grouped = (
+                flags.append_column("group", keys)
+                .group_by("group", use_threads=False)
+                .aggregate([([], "count_all"), ("completed", "sum"), ("overdue", "sum")])
+            )
+            counts = self.groups[label]
+            for group, count, done, late in zip(
+                *(
+                    grouped.column(c).to_pylist()
+                    for c in ("group", "count_all", "completed_sum", "overdue_sum")
+                ),
+                strict=True,
+            ):
+                entry = counts.setdefault(group, [0, 0, 0])
+                entry[0] += count
+                entry[1] += done or 0
+                entry[2] += late or 0
+
+    def to_json(self) -> dict:
+        return {
+            "rows": self.rows,
+            "completed": self.completed,
+            "overdue": self.overdue,
+            "active": self.active,
+            "active_completed": self.active_completed,
+            "active_overdue": self.active_overdue,
+            "groups": {label: {k: list(v) for k, v in sorted(g.items())} for label, g in self.groups.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> ComplianceAggregates:
+        aggregates = cls()
+        for name in ("rows", "completed", "overdue", "active", "active_completed", "active_overdue"):
+            setattr(aggregates, name, int(data[name]))
+        aggregates.groups = {
+            label: {k: list(v) for k, v in groups.items()} for label, groups in data["groups"].items()
+        }
+        return aggregates
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Completion rate and overdue counts by course and by department (active enrollments only)."""
+        import pandas as pd
+
+        tables = {}
+        for label, _ in GROUPINGS:
+            groups = sorted(self.groups[label].items())
+            table = pd.DataFrame(
+                {
+                    label: pd.Series([g for g, _ in groups], dtype="string"),
+                    "enrollments": pd.Series([v[0] for _, v in groups], dtype="Int64"),
+                    "completed": pd.Series([v[1] for _, v in groups], dtype="int64"),
+                    "overdue": pd.Series([v[2] for _, v in groups], dtype="int64"),
+                }
+            )
+            table["completion_rate_pct"] = (100 * table["completed"] / table["enrollments"]).round(1)
+            tables[label] = table
+        return tables
+
+    def overall(self, scope: str, now: datetime) -> dict:
+        return {
+            "scope": scope,
+            "as of (UTC)": now.isoformat(timespec="seconds"),
+            "active enrollments": self.active,
+            "completed": self.active_completed,
+            "completion rate %": round(100 * self.active_completed / self.active, 1) if self.active else None,
+            "overdue": self.active_overdue,
+        }
+
+
+def _true_count(mask: Any) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.cast(mask, "int64")).as_py() or 0)
+
+
+def aggregate_batches(batches: Iterable[Any]) -> ComplianceAggregates:
+    return ComplianceAggregates.of(batches)
+
+
+def bar_chart(table: pd.DataFrame, label: str, value: str, title: str, color: str) -> str:
+    """A horizontal bar chart as an inline ``<img>`` (Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib import pyplot as plt
+
+    data = table.sort_values(value)
+    figure, axes = plt.subplots(figsize=(8, max(2.0, 0.35 * len(data) + 1)))
+    axes.barh(data[label].astype(str), data[value], color=color)
+    axes.set_title(title)
+    axes.set_xlabel(value.replace("_", " "))
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}">'
+
+
+def compliance_html(aggregates: ComplianceAggregates, *, title: str, scope: str, now: datetime) -> str:
+    """HTML compliance report: overall figures, charts and tables by course and department."""
+    from absorb_sync.report import frame_table, html_page, summary_table
+
+    sections = ["<h2>Overall</h2>" + summary_table(aggregates.overall(scope, now))]
+    if aggregates.active:
+        for label, table in aggregates.tables().items():
+            sections.append(f"<h2>By {label}</h2>")
+            sections.append(
+                bar_chart(table, label, "completion_rate_pct", f"Completion rate % by {label}", "#2e7d32")
+            )
+            if table["overdue"].any():
+                sections.append(
+                    bar_chart(table, label, "overdue", f"Overdue enrollments by {label}", "#c62828")
+                )
+            sections.append(frame_table(table))
+    return html_page(title, sections)
