@@ -3,6 +3,12 @@
 Run as ``python -m bench.bench_sandbox``. Targets: seeding < 60 s, a 1000-row page of course
 enrollments < 250 ms (median and p95), >= 300 simple authenticated GETs/s. Prints the figures and
 exits non-zero when a target is missed. ``--seed medium`` gives a quicker, smaller run.
+
+Then deep paging: the largest course walked page by page (``--page-size``, default 1000) with
+``--paging offset`` (COUNT + LIMIT/OFFSET for every page: the sandbox before keyset paging) and
+``keyset`` (the default), each with ``--workers`` 1 and 2: page 0 and deep-page latency of one
+walk, pages/s of one walk and of ``--walkers`` concurrent walks, and GET /users/{id} per second
+per worker count. ``--no-paging`` skips this part.
 """
 
 from __future__ import annotations
@@ -128,6 +134,82 @@ async def get_rate(
     return sum(r[0] for r in results) / elapsed, sum(r[1] for r in results)
 
 
+async def _walk(host: str, port: int, path: str, headers: str, pages: int, size: int) -> list[float]:
+    """One keep-alive connection reading pages 0..pages-1 in order; each page's latency (ms)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    timings = []
+    try:
+        for page in range(pages):
+            started = time.perf_counter()
+            writer.write(
+                f"GET {path}?_limit={size}&_offset={page} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n".encode()
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            if head[9:12] != b"200":
+                raise RuntimeError(f"page {page}: {head[:200]!r}")
+            length = next(
+                int(line[15:]) for line in head.split(b"\r\n") if line[:15].lower() == b"content-length:"
+            )
+            await reader.readexactly(length)
+            timings.append((time.perf_counter() - started) * 1000)
+    finally:
+        writer.close()
+    return timings
+
+
+async def walks(server: SandboxServer, token: str, path: str, pages: int, size: int, walkers: int):
+    headers = f"x-api-key: {server.api_key}\r\nx-api-version: 2\r\nAuthorization: Bearer {token}\r\n"
+    started = time.perf_counter()
+    results = await asyncio.gather(
+        *(_walk(server.host, server.port, path, headers, pages, size) for _ in range(walkers))
+    )
+    return results, time.perf_counter() - started
+
+
+def largest_course(server: SandboxServer, token: str) -> tuple[str, int]:
+    with httpx.Client(base_url=server.base_url, headers=server.headers(token), timeout=120) as client:
+        courses = client.get("/courses", params={"_limit": 1000}).json()["courses"]
+        totals = {
+            c["id"]: client.get(f"/courses/{c['id']}/enrollments", params={"_limit": 1}).json()["totalItems"]
+            for c in courses
+        }
+    course = max(totals, key=totals.get)
+    return course, totals[course]
+
+
+def deep_paging(db: Path, size: str, page_size: int, walkers: int, seconds: float) -> None:
+    """Walks the largest course with each paging mode and worker count; prints one line each."""
+    print(f"deep paging, seed {size}, page size {page_size}, {walkers} concurrent walkers:", flush=True)
+    for paging in ("offset", "keyset"):
+        for workers in (1, 2):
+            with SandboxServer(db_path=db, seed=size, workers=workers, paging=paging) as server:
+                with httpx.Client(base_url=server.base_url) as client:
+                    token = authenticate(server, client)
+                course, total = largest_course(server, token)
+                path = f"/courses/{course}/enrollments"
+                pages = -(-total // page_size)
+                with httpx.Client(base_url=server.base_url) as client:
+                    # Authenticating writes its token: every cache (the count the scan above
+                    # made) is dropped, so page 0 below pays for its COUNT like a first visit.
+                    token = authenticate(server, client)
+                (single,), single_wall = asyncio.run(walks(server, token, path, pages, page_size, 1))
+                multi, multi_wall = asyncio.run(walks(server, token, path, pages, page_size, walkers))
+                deep = single[-min(10, pages - 1) :]
+                line = (
+                    f"  {paging:6} workers={workers}: {total} rows, {pages} pages; page 0 {single[0]:.0f} ms, "
+                    f"deep pages {statistics.mean(deep):.0f} ms (last {len(deep)}); one walk "
+                    f"{pages / single_wall:.0f} pages/s; {walkers} walks {walkers * pages / multi_wall:.0f} pages/s "
+                    f"(p95 {percentile([t for w in multi for t in w], 0.95):.0f} ms)"
+                )
+                if paging == "keyset":
+                    users = httpx.get(
+                        f"{server.base_url}/users", params={"_limit": 1000}, headers=server.headers(token)
+                    ).json()["users"]
+                    rate, errors = asyncio.run(get_rate(server, token, [u["id"] for u in users], seconds, 8))
+                    line += f"; GET /users/{{id}} {rate:.0f}/s ({errors} errors)"
+                print(line, flush=True)
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
@@ -138,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", default="large", choices=["small", "medium", "large"])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--page-size", type=int, default=1000, help="deep paging: rows per page")
+    parser.add_argument("--walkers", type=int, default=4, help="deep paging: concurrent walks")
+    parser.add_argument("--no-paging", action="store_true", help="skip the deep paging comparison")
     args = parser.parse_args(argv)
     print(f"machine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}", flush=True)
     missed = []
@@ -173,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             if rate < RATE_TARGET or errors:
                 missed.append("GET rate")
+        if not args.no_paging:
+            deep_paging(db, args.seed, args.page_size, args.walkers, min(args.seconds, 3.0))
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print(f"targets missed: {', '.join(missed) or 'none'}")
     return 1 if missed else 0

@@ -7,6 +7,18 @@ from tests, ``absorb_sandbox.testing.SandboxServer``. Modules:
 - ``app`` / ``middleware`` / ``service`` / ``users`` / ``attempts`` / ``activities``: the API.
 - ``odata``: ``_filter`` / ``_sort`` compiled to SQL; ``faults``: fault injection and rate limit.
 - ``hr_feed``: the HR feed CSV export; ``testing``: the subprocess harness.
+- ``shared``: what the server processes share (stats, rate-limit buckets, fault spec) in
+  ``<db>-state.db``; issued tokens live in the database itself.
+
+Throughput: ``serve --workers N`` runs N processes on the one SQLite (WAL) database; the rate
+limit, the one-live-token-per-user rule, ``/_sandbox/stats`` (with ``by_worker`` and ``paging``
+counters) and the faults hold across them, fault sequences are repeatable per process (see
+``faults``). Paged listings keep Absorb's page-index paging for clients, but a process that
+served page N of a query serves page N+1 as a keyset seek (``WHERE rowid > last``), jumps walk
+only the main table's index, and ``totalItems`` is cached per query; any write by any process
+(``PRAGMA data_version``) drops these caches, so pages are byte-identical to
+``COUNT(*)`` + ``LIMIT/OFFSET``, which ``--paging offset`` still serves for comparisons. A
+``_sort`` other than the default order pages with OFFSET (the count is still cached).
 
 Where the real API is unknown or the sandbox deliberately differs (documented deviations):
 

@@ -2,7 +2,7 @@
 
 ``absorb-sandbox serve --workers N`` runs N processes on one SQLite database. What used to live
 in one process's memory lives in a small SQLite file of its own next to the database,
-``<db>.state`` (WAL, no fsync: it is runtime state, not data), so every process sees the same:
+``<db>-state.db`` (WAL, no fsync: it is runtime state, not data), so every process sees the same:
 
 - ``stats``: one counter row per (kind, name); every request adds to them with one UPSERT
   (about 10 µs), so ``GET /_sandbox/stats`` is global whichever process answers it.
@@ -46,7 +46,7 @@ _ACQUIRE_SQL = (
 def state_path(db_path: str | Path) -> str:
     """Where the shared state of the database ``db_path`` lives (``:memory:`` for a memory db)."""
     text = str(db_path)
-    return ":memory:" if text == ":memory:" else f"{text}.state"
+    return ":memory:" if text == ":memory:" else f"{text}-state.db"
 
 
 class SharedState:
