@@ -259,7 +259,7 @@ def feed_limit(value: int | None, env: str, default: int) -> int:
     return int(value)
 
 
-def _too_big(source: str, size: str, limit: int) -> FeedError:
+def feed_too_big(source: str, size: str, limit: int) -> FeedError:
     return FeedError(
         f"feed {source} is {size}: the limit is {limit:,} bytes ({limit / 2**20:g} MiB), so it was "
         f"not parsed. Split the feed, or raise the limit with {MAX_BYTES_ENV}"
@@ -276,7 +276,7 @@ def _read_bytes(path: Any, limit: int, source: str) -> bytes:
         except FileNotFoundError as exc:
             raise FeedError(f"feed file {os.fspath(path)} does not exist") from exc
         if size > limit:
-            raise _too_big(source, f"{size:,} bytes", limit)
+            raise feed_too_big(source, f"{size:,} bytes", limit)
     else:
         if isinstance(path, str):
             from airflow.sdk import ObjectStoragePath
@@ -289,18 +289,18 @@ def _read_bytes(path: Any, limit: int, source: str) -> bytes:
         except Exception:  # a store that cannot stat: the length check below still enforces it
             size = None
         if size is not None and size > limit:
-            raise _too_big(source, f"{size:,} bytes", limit)
+            raise feed_too_big(source, f"{size:,} bytes", limit)
         try:
             data = path.read_bytes()
         except FileNotFoundError as exc:
             raise FeedError(f"feed file {path} does not exist") from exc
         if len(data) > limit:
-            raise _too_big(source, f"{len(data):,} bytes", limit)
+            raise feed_too_big(source, f"{len(data):,} bytes", limit)
         return data
     with local.open("rb") as handle:
         data = handle.read(limit + 1)  # bounded: the file may have grown since the stat
     if len(data) > limit:
-        raise _too_big(source, f"over {limit:,} bytes", limit)
+        raise feed_too_big(source, f"over {limit:,} bytes", limit)
     return data
 
 

@@ -92,21 +92,35 @@ def extract_feed(*, feed_path: str, column_mapping: Any, folder: ObjectStoragePa
     """Snapshot the feed into the run folder, then read and map it (FeedError on an unreadable feed)."""
     import hashlib
 
-    from absorb_sync.feed import FeedError, load_mapping, read_feed
+    from absorb_sync.feed import (
+        DEFAULT_MAX_FEED_BYTES,
+        MAX_BYTES_ENV,
+        FeedError,
+        feed_limit,
+        feed_too_big,
+        load_mapping,
+        read_feed,
+    )
     from absorb_sync.jobs.runtime import storage_path
 
     source = storage_path(feed_path)
     if not source.exists():
         raise FileNotFoundError(f"HR feed not found: {source}")
     snapshot = folder / f"feed_snapshot{source.suffix or '.csv'}"
-    digest = hashlib.sha256()
-    with source.open("rb") as reader, snapshot.open("wb") as writer:
-        while chunk := reader.read(1 << 20):
-            digest.update(chunk)
-            writer.write(chunk)
+    digest, copied = hashlib.sha256(), 0
+    limit = feed_limit(None, MAX_BYTES_ENV, DEFAULT_MAX_FEED_BYTES)
     try:
+        with source.open("rb") as reader, snapshot.open("wb") as writer:
+            while chunk := reader.read(1 << 20):
+                copied += len(chunk)
+                if copied > limit:  # never copy (or parse) an oversized feed whole
+                    raise feed_too_big(str(source), f"over {limit:,} bytes (copy stopped there)", limit)
+                digest.update(chunk)
+                writer.write(chunk)
         feed = read_feed(snapshot, load_mapping(column_mapping))
     except FeedError as error:  # keep the verdict next to the snapshot for whoever looks at the run
+        if copied > limit and snapshot.exists():
+            snapshot.unlink()
         write_json(folder / "feed_gate.json", {"passed": False, "feed_error": str(error)})
         raise
     write_frame(folder / "feed.parquet", feed.frame)
