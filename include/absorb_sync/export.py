@@ -118,8 +118,8 @@ def timespan_seconds(value: Any) -> float | None:
     return sign * float(seconds)
 
 
-BATCH_ROWS = 50_000  # rows per Arrow batch / Parquet row group while streaming
-PARTITION_BUFFER_ROWS = 200_000  # rows held at most when regrouping an export by date
+BATCH_ROWS = 20_000  # rows per Arrow batch / Parquet row group while streaming
+PARTITION_BUFFER_ROWS = 100_000  # rows held at most when regrouping an export by date
 USER_FIELDS = ("id", "externalId", "departmentId", "location", "jobTitle")
 HR_COLUMNS = ("department", "job_title", "location")
 _ATTRIBUTE_COLUMNS = ("id", "employee_id", "department", "job_title", "location")
@@ -442,8 +442,9 @@ def export_batches(
     from absorb_provider.io import as_path
 
     with as_path(source).open("rb") as handle:
-        reader = pq.ParquetFile(handle)
-        for batch in reader.iter_batches(batch_size=batch_rows, columns=schema.names):
+        # pre_buffer=False: read a row group at a time (pre-buffering holds much more of the file)
+        reader = pq.ParquetFile(handle, pre_buffer=False)
+        for batch in reader.iter_batches(batch_size=batch_rows, columns=schema.names, use_threads=False):
             yield batch if batch.schema.types == schema.types else batch.cast(schema)
 
 

@@ -35,7 +35,7 @@ _INVALID = -1.0  # numeric stand-in for a non-numeric value, so range checks rej
 
 SAMPLE_ROWS = 1_000  # first rows GX always sees
 UNEXPECTED_ROWS_KEPT = 1_000  # offending rows per check handed to GX (all of them are counted)
-BATCH_ROWS = 50_000
+BATCH_ROWS = 20_000
 GATE_COLUMNS = (*REQUIRED, "progress", "score")
 _ROW = "_row"  # position in the whole export, to assemble the sample without repeating a row
 
@@ -84,7 +84,8 @@ def validate_export_file(
 
     def chunks() -> Iterator[pd.DataFrame]:
         with source.open("rb") as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS, columns=wanted):
+            reader = pq.ParquetFile(handle, pre_buffer=False)  # a row group at a time
+            for batch in reader.iter_batches(batch_size=BATCH_ROWS, columns=wanted, use_threads=False):
                 yield batch.to_pandas()
 
     return _validate(columns, chunks, previous_completed_count, drop_tolerance_pct, now)
