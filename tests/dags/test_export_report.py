@@ -149,3 +149,84 @@ def test_run_report_escapes_values_and_nests_summaries():
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "&lt;i&gt;" in page
     assert "<tr><th>enroll</th><td>3</td></tr>" in page  # nested mapping -> nested table
     assert "&lt;too many&gt;, b" in page
+
+
+TRICKY = ["Alice", "=HYPERLINK(1)", 'He said "hi"', "a,b", "line1\nline2", "", None, "-5", "@x", "cr\rlf"]
+
+
+def tricky_rows(count: int = 200) -> list[dict]:
+    rows = []
+    for n in range(count):
+        status = [0, 1, 3, 4, 12][n % 5]
+        rows.append(
+            enrollment(
+                f"e{n:04d}",
+                USER_1 if n % 2 else USER_2,
+                COURSE_A if n % 3 else COURSE_B,
+                status,
+                fullName=TRICKY[n % len(TRICKY)],
+                jobTitle=TRICKY[(n + 3) % len(TRICKY)],
+                progress=[None, 0, 12.5, 100, 1e-05, 33.333333333333336, 12345678901234567.0][n % 7],
+                isActive=[True, False, None][n % 3],
+                dateDue=[None, "2026-11-01T00:00:00Z", "2027-01-01T10:11:12.9999999+01:00"][n % 3],
+                timeSpent=["00:00:01", "1.02:03:04.5", "-00:00:10", "garbage", None][n % 5],
+                timeSpentTicks=None if n % 4 else n * 12345,
+            )
+        )
+    return rows
+
+
+def test_csv_is_what_pandas_writes_for_the_export_frame(tmp_path):
+    from absorb_provider.csv_safety import escape_frame
+
+    frame = normalise_enrollments(tricky_rows(), now=NOW)
+    root = ObjectStoragePath(f"file://{tmp_path}")
+    write_csv(frame, root / "streamed.csv")
+    expected = escape_frame(frame).to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%SZ", lineterminator="\n")
+    assert (tmp_path / "streamed.csv").read_bytes().decode("utf-8") == expected  # byte for byte
+    assert "'=HYPERLINK(1)" in expected and '"He said ""hi"""' in expected
+
+
+def test_streaming_normaliser_matches_the_frame_normaliser_page_by_page():
+    import pyarrow as pa
+    from absorb_provider.io import COURSE_ENROLLMENT_FIELDS, raw_arrow_schema
+    from absorb_sync.export import normalise_table, timespan_seconds_array, user_attributes
+
+    rows = tricky_rows(90)
+    users = [{"id": USER_1, "externalId": "E1", "departmentId": "d1"}, {"id": USER_2, "externalId": "E2"}]
+    people = pd.DataFrame(
+        {"employee_id": ["E2"], "department": ["Sales"], "job_title": [None], "location": ["Rome"]}
+    )
+    whole = normalise_enrollments(rows, now=NOW, users=users, people=people, departments={"d1": "Eng"})
+    attributes = user_attributes(users, {"d1": "Eng"}, pa.Table.from_pandas(people, preserve_index=False))
+    pages = [
+        normalise_table(
+            pa.Table.from_pylist(rows[i : i + 7], schema=raw_arrow_schema(COURSE_ENROLLMENT_FIELDS)),
+            now=NOW,
+            attributes=attributes,
+        )
+        for i in range(0, len(rows), 7)
+    ]
+    streamed = pa.concat_tables(pages).to_pandas().sort_values("enrollment_id", ignore_index=True)
+    pd.testing.assert_frame_equal(streamed, whole)
+    assert set(whole.loc[whole["user_id"] == USER_2, "department"]) == {"Sales"}
+    texts = ["1.13:02:39.9878697", "01:02:03", "-00:00:10", " 00:01:00 ", "garbage", None]
+    assert timespan_seconds_array(pa.array(texts)).to_pylist() == [timespan_seconds(t) for t in texts]
+
+
+def test_compliance_aggregates_survive_json_and_match_the_frame():
+    import pyarrow as pa
+    from absorb_sync.export_report import ComplianceAggregates
+
+    frame = normalise_enrollments(tricky_rows(), now=NOW)
+    direct = compliance_tables(frame)
+    batches = [frame.iloc[i : i + 33] for i in range(0, len(frame), 33)]
+    aggregates = ComplianceAggregates()
+    for batch in batches:
+        aggregates.add(pa.Table.from_pandas(batch, preserve_index=False))
+    restored = ComplianceAggregates.from_json(aggregates.to_json())
+    for label, table in restored.tables().items():
+        pd.testing.assert_frame_equal(table, direct[label])
+    active = frame["is_active"].fillna(True).astype(bool)
+    assert restored.active == int(active.sum()) and restored.rows == len(frame)
+    assert restored.completed == int(frame["is_completed"].sum())

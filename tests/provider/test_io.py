@@ -118,3 +118,47 @@ def test_outcome_file_formats(tmp_path):
         ).num_rows
         == 1
     )
+
+
+def test_tables_by_course_reads_courses_concurrently_in_course_order(hook):
+    from absorb_provider.io import tables_by_course
+
+    courses = sorted(c["id"] for c in hook.list_courses())
+    seen: list[str] = []
+    by_course: dict[str, list[str]] = {}
+    for course_id, page in tables_by_course(
+        lambda c: hook.course_enrollment_tables(c, page_size=7, prefetch=False), courses, concurrency=3
+    ):
+        if not seen or seen[-1] != course_id:
+            seen.append(course_id)
+        by_course.setdefault(course_id, []).extend(page.column("id").to_pylist())
+    assert seen == courses  # course after course, each once, in the order given
+    for course_id in courses:
+        assert by_course[course_id] == [e["id"] for e in hook.list_course_enrollments(course_id)]
+
+
+def test_tables_by_course_raises_a_failed_read_in_the_consumer(hook):
+    from absorb_provider.exceptions import AbsorbApiError
+    from absorb_provider.io import tables_by_course
+
+    courses = sorted(c["id"] for c in hook.list_courses())[:2]
+    missing = "00000000-0000-0000-0000-0000000000ff"
+    got = []
+    with pytest.raises(AbsorbApiError):
+        for course_id, _ in tables_by_course(
+            lambda c: hook.course_enrollment_tables(c, prefetch=False), [*courses, missing], concurrency=2
+        ):
+            got.append(course_id)
+    assert set(got) == set(courses)  # the courses before it were delivered first
+
+
+def test_parse_timestamps_turns_unreadable_values_into_nulls():
+    from absorb_provider.io import parse_timestamps
+
+    parsed = parse_timestamps(pa.array(["2026-01-02T03:04:05+02:00", "not a date", None, "2026-01-02"]))
+    assert [v.isoformat() if v else None for v in parsed.to_pylist()] == [
+        "2026-01-02T01:04:05+00:00",
+        None,
+        None,
+        "2026-01-02T00:00:00+00:00",
+    ]

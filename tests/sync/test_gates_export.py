@@ -122,3 +122,67 @@ def test_missing_columns_fail_by_name():
     result = check(frame)
     assert not result.passed
     assert [f["column"] for f in result.failures] == ["is_active"]
+
+
+def big_frame(rows: int) -> pd.DataFrame:
+    """``rows`` clean enrollments (one user each), spread over several gate batches."""
+    frame = pd.DataFrame(
+        {
+            "enrollment_id": [f"e{i}" for i in range(rows)],
+            "user_id": [f"u{i}" for i in range(rows)],
+            "course_id": "c1",
+            "status": 1,
+            "progress": 50.0,
+            "score": None,
+            "is_active": True,
+            "date_enrolled": pd.Timestamp("2026-01-10T08:00:00Z"),
+            "date_completed": pd.Series(pd.NaT, index=range(rows), dtype="datetime64[us, UTC]"),
+        }
+    )
+    return frame
+
+
+def test_file_gate_counts_every_row_and_validates_a_bounded_sample_with_gx(tmp_path):
+    from absorb_sync.gates.export_gate import (
+        BATCH_ROWS,
+        SAMPLE_ROWS,
+        UNEXPECTED_ROWS_KEPT,
+        validate_export_file,
+    )
+
+    rows = 3 * BATCH_ROWS + 123
+    frame = big_frame(rows)
+    # 1,500 ids used twice, each pair in different batches; 1,200 unknown statuses
+    twins = range(0, 3000, 2)
+    frame.loc[[i + 1 for i in twins], "enrollment_id"] = [f"e{i + 2 * BATCH_ROWS}" for i in twins]
+    frame.loc[list(range(BATCH_ROWS, BATCH_ROWS + 1200)), "status"] = 13
+    path = tmp_path / "export.parquet"
+    frame.to_parquet(path, index=False)
+    result = validate_export_file(path, previous_completed_count=None, now=NOW)
+    from_frame = check(frame)
+    assert not result.passed
+    counts = {f["description"]: f["unexpected_count"] for f in result.failures}
+    assert counts == {
+        "enrollment_id is unique": 3000,  # every row of a duplicated id, across batches
+        "status is an Absorb enrollment status (0..12)": 1200,
+    }
+    assert {f["description"]: f["unexpected_count"] for f in from_frame.failures} == counts
+    assert result.statistics["row_count"] == rows and result.statistics["active_count"] == rows
+    assert result.statistics["gx_sample_rows"] <= SAMPLE_ROWS + 2 * UNEXPECTED_ROWS_KEPT
+    unique = next(f for f in result.failures if f["description"] == "enrollment_id is unique")
+    assert unique["sample_rows"][0]["enrollment_id"] in {f"e{i + 2 * BATCH_ROWS}" for i in twins}
+
+
+def test_file_gate_passes_a_clean_large_export_and_an_empty_one(tmp_path):
+    from absorb_sync.gates.export_gate import BATCH_ROWS, validate_export_file
+
+    frame = big_frame(2 * BATCH_ROWS + 5)
+    frame.loc[7, ["status", "date_completed"]] = [3, pd.Timestamp("2026-02-01T00:00:00Z")]
+    frame.to_parquet(tmp_path / "export.parquet", index=False)
+    result = validate_export_file(tmp_path / "export.parquet", previous_completed_count=1, now=NOW)
+    assert result.passed, result.failures
+    assert result.statistics["completed_count"] == 1
+    frame.iloc[:0].to_parquet(tmp_path / "empty.parquet", index=False)
+    empty = validate_export_file(tmp_path / "empty.parquet", previous_completed_count=None, now=NOW)
+    assert empty.passed, empty.failures
+    assert empty.statistics["row_count"] == 0
