@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -238,10 +238,3 @@ def fold_into_state(
         if not fold.unresolved:
             WriteJournal(directory, name).mark_folded()
     return totals
-
-
-def iter_pairs(rows: Iterable[Mapping[str, Any]]) -> Iterator[tuple[tuple[str, str], str]]:
-    """(user, course) -> id for the active rows of an enrollment read (the ``current`` of a fold)."""
-    for row in rows:
-        if row.get("isActive", True) in (True, 1, "true", "True") and row.get("id"):
-            yield (str(row["userId"]).lower(), str(row["courseId"]).lower()), str(row["id"])

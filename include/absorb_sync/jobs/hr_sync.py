@@ -284,10 +284,7 @@ def _text(value: Any) -> str | None:
 
 def plan_changes(*, folder: ObjectStoragePath, hook: Any, rules_path: str, state: Any, today: date) -> dict:
     """Desired enrollments from the rules, current ones from paged course reads, and the diff."""
-    import pandas as pd
-    from absorb_provider.exceptions import AbsorbIncompleteReadError
-
-    from absorb_sync.journal import fold_into_state, iter_pairs
+    from absorb_sync.journal import fold_into_state
     from absorb_sync.plan import build_plan
     from absorb_sync.rules import evaluate_rules, leavers, load_rules, resolve_courses
 
@@ -301,19 +298,12 @@ def plan_changes(*, folder: ObjectStoragePath, hook: Any, rules_path: str, state
     users_by_employee_id = dict(zip(users["employee_id"], users["user_id"], strict=True))
     desired = evaluate_rules(people, ruleset, course_ids, today)
 
-    rows: list[dict] = []
-    incomplete: list[str] = []
-    for course_id in sorted(set(course_ids.values())):
-        try:
-            rows.extend(hook.list_course_enrollments(course_id))
-        except AbsorbIncompleteReadError as error:
-            incomplete.append(f"{course_id}: {error}")
-    current = pd.DataFrame(rows).reindex(columns=ENROLLMENT_COLUMNS)
-    write_frame(folder / "current.parquet", current.astype({"id": "string", "userId": "string"}))
+    current, incomplete = read_course_enrollments(hook, set(course_ids.values()))
+    write_frame(folder / "current.parquet", current)
     # Writes of earlier runs whose answers were lost (a crash mid-apply) become provenance first,
     # judged against what Absorb holds now (only when the read is complete: a partial read cannot
     # tell "not written" from "not read").
-    journals = fold_into_state(state, current=None if incomplete else dict(iter_pairs(rows)))
+    journals = fold_into_state(state, current=None if incomplete else active_pairs(current))
 
     plan = build_plan(desired, people, users_by_employee_id, current, state.provenance_ids(), today)
     write_frame(folder / "plan.parquet", plan.lines)
@@ -337,6 +327,47 @@ def plan_changes(*, folder: ObjectStoragePath, hook: Any, rules_path: str, state
         "current_enrollments": len(current),
         "leavers": len(leaver_ids),
     }
+
+
+def read_course_enrollments(hook: Any, course_ids: Iterable[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Enrollments of some courses with only the columns the plan needs, and the incomplete reads.
+
+    Courses are read concurrently (at most the connection's ``max_concurrency`` at once, all
+    within its rate limit), each as Arrow pages with one page read ahead: no dict per row.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+    import pyarrow as pa
+    from absorb_provider.exceptions import AbsorbIncompleteReadError
+
+    def read(course_id: str) -> tuple[list[pa.Table], str | None]:
+        try:
+            return [t.select(ENROLLMENT_COLUMNS) for t in hook.course_enrollment_tables(course_id)], None
+        except AbsorbIncompleteReadError as error:
+            return [], f"{course_id}: {error}"
+
+    ordered = sorted(course_ids)
+    workers = max(1, min(int(hook.settings.max_concurrency), len(ordered)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="absorb-read") as pool:
+        results = list(pool.map(read, ordered))
+    tables = [t for pages, _ in results for t in pages]
+    incomplete = [problem for _, problem in results if problem]
+    if not tables:
+        return pd.DataFrame(columns=ENROLLMENT_COLUMNS).astype(
+            {"id": "string", "userId": "string"}
+        ), incomplete
+    frame = pa.concat_tables(tables).to_pandas()
+    return frame.astype({"id": "string", "userId": "string"}), incomplete
+
+
+def active_pairs(current: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(user id, course id) -> active enrollment id, lower-case (what a journal fold compares)."""
+    active = current[current["isActive"].fillna(True).astype(bool)]
+    keys = zip(
+        active["userId"].astype(str).str.lower(), active["courseId"].astype(str).str.lower(), strict=True
+    )
+    return dict(zip(keys, active["id"].astype(str), strict=True))
 
 
 def load_plan(folder: ObjectStoragePath):
@@ -558,7 +589,7 @@ def verify_and_report(
     applied = summaries.get("apply", {})
     mismatches = pd.DataFrame()
     if not dry_run and not lines.empty:
-        mismatches = _read_back(hook, lines)
+        mismatches = _read_back(hook, lines, read_frame(folder / "current.parquet"))
         write_csv(folder / "verification.csv", mismatches)
     failed = int(applied.get("failed", 0) or 0)
     new_leavers = sorted(set(meta["leavers"]) - set(state.last_leavers()))
@@ -612,21 +643,29 @@ def handover_provenance(state: Any, run_id: str, source: Mapping[str, Any]) -> d
     }
 
 
-def _read_back(hook: Any, lines: pd.DataFrame) -> pd.DataFrame:
-    """Plan lines of the sync that Absorb does not reflect (one paged read per rule course)."""
+def _read_back(hook: Any, lines: pd.DataFrame, current: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Plan lines of the sync that Absorb does not reflect.
+
+    Only what the apply touched is read again, the cheaper way: the touched users through
+    ``/bulk/studentcourses`` (100 users a call), or the touched courses page by page (their
+    size known from the plan's own read of them).
+    """
     import pandas as pd
 
     ours = lines[lines["handled_by"] == "sync"]
-    active: dict[tuple[str, str], dict] = {}
-    active_ids: set[str] = set()
-    for course_id in sorted(set(ours["course_id"].dropna().astype(str))):
-        for row in hook.list_course_enrollments(course_id):
-            if row.get("isActive", True):
-                active[(row["userId"], row["courseId"])] = row
-                active_ids.add(row["id"])
+    users = sorted(set(ours["user_id"].dropna().astype(str)))
+    courses = sorted(set(ours["course_id"].dropna().astype(str)))
+    seen = _touched_enrollments(hook, users, courses, current)
+    seen = seen[seen["isActive"].fillna(True).astype(bool)]
+    seen = seen[seen["userId"].astype(str).str.lower().isin({u.lower() for u in users})]
+    active = {
+        (str(r["userId"]).lower(), str(r["courseId"]).lower()): r
+        for r in seen[["id", "userId", "courseId", "dateDue"]].to_dict("records")
+    }
+    active_ids = {str(i) for i in seen["id"]}
     problems = []
     for line in ours.to_dict("records"):
-        found = active.get((line["user_id"], line["course_id"]))
+        found = active.get((str(line["user_id"]).lower(), str(line["course_id"]).lower()))
         problem = _line_problem(line, found, active_ids)
         if problem:
             problems.append(
@@ -636,6 +675,31 @@ def _read_back(hook: Any, lines: pd.DataFrame) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(problems, columns=["action", "employee_id", "course_id", "enrollment_id", "problem"])
+
+
+def _touched_enrollments(
+    hook: Any, users: list[str], courses: list[str], current: pd.DataFrame | None
+) -> pd.DataFrame:
+    """Enrollments of ``users`` in ``courses``, by bulk user reads or by course pages: fewer calls wins."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+    from absorb_provider.hooks.absorb import BULK_READ_USERS
+
+    user_calls = -(-len(users) // BULK_READ_USERS)
+    sizes = current["courseId"].astype(str).value_counts() if current is not None else pd.Series(dtype=int)
+    course_calls = sum(1 + int(sizes.get(c, 0)) // 1000 for c in courses)
+    if course_calls < user_calls:
+        frame, incomplete = read_course_enrollments(hook, courses)
+        if incomplete:
+            raise VerificationError(f"cannot verify: read-back of courses incomplete: {incomplete[:3]}")
+        return frame
+    chunks = [users[i : i + BULK_READ_USERS] for i in range(0, len(users), BULK_READ_USERS)]
+    workers = max(1, min(int(hook.settings.max_concurrency), len(chunks)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="absorb-verify") as pool:
+        pages = list(pool.map(lambda chunk: hook.list_bulk_student_courses(chunk, courses), chunks))
+    rows = [row for page in pages for row in page]
+    return pd.DataFrame(rows).reindex(columns=ENROLLMENT_COLUMNS)
 
 
 def _line_problem(
