@@ -16,6 +16,7 @@ quarantined before it can reach Absorb or a report. Emails may be internationali
 
 from __future__ import annotations
 
+import logging
 import math
 import unicodedata
 from datetime import date
@@ -26,6 +27,7 @@ import pandas as pd
 from absorb_provider.csv_safety import FORMULA_VALUE_REGEX
 
 from absorb_sync.feed import CANONICAL_COLUMNS, LINE_COLUMN, PARSE_ERROR_COLUMN, STATUSES
+from absorb_sync.gates.logging import log_checks
 from absorb_sync.gates.runner import (
     ROW,
     SAMPLE_SIZE,
@@ -33,11 +35,14 @@ from absorb_sync.gates.runner import (
     Check,
     CheckOutcome,
     GateResult,
+    check_lines,
     failure_dict,
     json_safe,
     run_checks,
     validation_payload,
 )
+
+log = logging.getLogger(__name__)
 
 # zero-width space/non-joiner/joiner, word joiner, BOM / zero-width no-break space, soft hyphen,
 # Mongolian vowel separator, invisible math operators: they make two addresses look identical
@@ -98,13 +103,23 @@ def validate_feed(
         ["; ".join(reasons[line]) for line in rejected[LINE_COLUMN]], dtype="str"
     )
     passed = all(o.success for o in outcomes if o.check.level == TABLE)
+    statistics = _statistics(work, accepted, rejected, outcomes, previous_row_count, today)
+    log_checks(
+        log,
+        "hr_feed",
+        check_lines(outcomes),
+        "passed" if passed else "failed",
+        counts={
+            k: statistics[k] for k in ("row_count", "previous_row_count", "accepted_count", "rejected_count")
+        },
+    )
     return GateResult(
         name="hr_feed",
         passed=passed,
         failures=failures,
         accepted=accepted,
         rejected=rejected,
-        statistics=_statistics(work, accepted, rejected, outcomes, previous_row_count, today),
+        statistics=statistics,
         validation=validation_payload(outcomes),
     )
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import pandas as pd
 
+from absorb_sync.gates.logging import quiet_great_expectations
+
 SAMPLE_SIZE = 5
 RAW_LIST_LIMIT = 1000
 TABLE = "table"
@@ -185,9 +187,10 @@ def json_safe(value: Any) -> Any:
 
 
 def _batch_definition() -> Any:
-    """One ephemeral GX context per process (analytics and progress bars off) with one pandas
-    data source whose whole-dataframe batch definition every gate reuses."""
+    """One ephemeral GX context per process (analytics and progress bars off, INFO logs silenced)
+    with one pandas data source whose whole-dataframe batch definition every gate reuses."""
     global _CONTEXT
+    quiet_great_expectations()
     with _CONTEXT_LOCK:
         if _CONTEXT is None:
             os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -214,6 +217,7 @@ def run_checks(
     (``unexpected_rows`` then holds ``{index_column: key}`` for the first few, ``unexpected_keys``
     all of them).
     """
+    quiet_great_expectations()  # before the import: GX logs ~200 INFO lines as it loads
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -316,3 +320,49 @@ def _expectation_type(outcome: CheckOutcome) -> str:
 
 def validation_payload(outcomes: list[CheckOutcome]) -> list[dict]:
     return [json_safe(o.raw) for o in outcomes]
+
+
+def check_lines(outcomes: list[CheckOutcome], *, element_count: int | None = None) -> list[dict]:
+    """The outcomes as :func:`absorb_sync.gates.logging.log_checks` entries: what was checked, what
+    was observed (offending rows, the row count, the sum) and what the expectation allows.
+
+    A row-level check with offending rows is ``REJECT`` (the rows are set aside, the gate does not
+    fail on it); ``element_count`` overrides GX's row count (a gate that gave GX a sample)."""
+    lines = []
+    for outcome in outcomes:
+        config = outcome.raw.get("expectation_config", {})
+        kind, kwargs = config.get("type", ""), config.get("kwargs", {})
+        details = outcome.raw.get("result") or {}
+        rows = element_count if element_count is not None else details.get("element_count")
+        if kind == "expect_column_to_exist":
+            observed, allowed = ("present" if outcome.success else "missing"), "present"
+        elif outcome.unexpected_count is not None:
+            observed = (
+                f"{outcome.unexpected_count} of {rows} rows" if rows is not None else outcome.unexpected_count
+            )
+            mostly = kwargs.get("mostly")
+            allowed = f"at most {100 * (1 - mostly):g}% of rows" if mostly not in (None, 1, 1.0) else "0 rows"
+            if outcome.check.level == ROW:
+                allowed += " (offending rows are rejected, the gate goes on)"
+        else:
+            observed = json_safe(outcome.observed_value)
+            allowed = _bounds(kwargs.get("min_value"), kwargs.get("max_value"))
+        line = {"name": outcome.check.description, "passed": bool(outcome.success), "observed": observed}
+        line["allowed"] = allowed
+        if outcome.check.level == ROW and not outcome.success and outcome.unexpected_count:
+            line["status"] = "REJECT"
+        if outcome.error:
+            line["observed"] = f"error: {outcome.error}"
+        lines.append(line)
+    return lines
+
+
+def _bounds(low: Any, high: Any) -> str:
+    low, high = json_safe(low), json_safe(high)
+    if low is not None and high is not None:
+        return f"{low}..{high}"
+    if low is not None:
+        return f">= {low}"
+    if high is not None:
+        return f"<= {high}"
+    return "-"
