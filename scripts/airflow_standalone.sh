@@ -2,9 +2,19 @@
 # `make airflow`: the Airflow UI on this machine, no login, with the offline Absorb sandbox beside it.
 #
 #   AIRFLOW_PORT   API server / UI port            (default 8080)
+#   AIRFLOW_HOST   address the API server / UI listens on (default 127.0.0.1: this machine only,
+#                  since login is off; 0.0.0.0 opens it, and everything in it, to your network)
 #   SANDBOX_PORT   sandbox port                    (default 8765)
 #   SEED           sandbox seed (small, medium...) (default small)
 #   VAR_DIR        where the Airflow home, sandbox db, logs and outputs go (default var/)
+#   AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT   task log server port    (default 8793)
+#   AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT  triggerer log server port (default 8794)
+#                  change them when another Airflow already uses these ports (Airflow binds the log
+#                  servers on every interface; they only answer requests signed with this home's key)
+#   AIRFLOW__CORE__TEST_CONNECTION   the connection form's "Test" button (default Enabled here:
+#                  local and single-user; Disabled or Hidden turn it off). The Absorb hook's test
+#                  authenticates against the portal and reads one page of courses.
+# Any other AIRFLOW__SECTION__KEY you export is passed to Airflow as usual.
 # To use a real Absorb portal instead of the sandbox, export ABSORB_BASE_URL (or ABSORB_REGION),
 # ABSORB_USERNAME, ABSORB_PASSWORD and ABSORB_PRIVATE_KEY first: the sandbox is then not started.
 #
@@ -15,6 +25,7 @@ ROOT="$PWD"
 BIN="$ROOT/.venv/bin"
 export PATH="$BIN:$PATH"  # airflow standalone starts its components as `airflow ...`
 AIRFLOW_PORT="${AIRFLOW_PORT:-8080}"
+AIRFLOW_HOST="${AIRFLOW_HOST:-127.0.0.1}"
 SANDBOX_PORT="${SANDBOX_PORT:-8765}"
 
 VAR_DIR="$(mkdir -p "${VAR_DIR:-$ROOT/var}" && cd "${VAR_DIR:-$ROOT/var}" && pwd)"
@@ -24,6 +35,12 @@ export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True
 export AIRFLOW__API__PORT="$AIRFLOW_PORT"
+export AIRFLOW__API__HOST="$AIRFLOW_HOST"
+export AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT="${AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT:-8793}"
+export AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT="${AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT:-8794}"
+export AIRFLOW__CORE__TEST_CONNECTION="${AIRFLOW__CORE__TEST_CONNECTION:-Enabled}"
+# Plugins come from installed entry points (the project's absorb_reports); no folder to scan.
+export AIRFLOW__CORE__PLUGINS_FOLDER="${AIRFLOW__CORE__PLUGINS_FOLDER:-$AIRFLOW_HOME/plugins}"
 export AIRFLOW__API__BASE_URL="http://localhost:$AIRFLOW_PORT"
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$AIRFLOW_PORT/execution/"
 export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="${AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL:-30}"
@@ -71,7 +88,8 @@ fi
 "$BIN/python" "$ROOT/scripts/bootstrap_airflow.py"
 
 echo
-echo "Airflow UI: http://localhost:$AIRFLOW_PORT   (no login; Ctrl-C to stop)"
+echo "Airflow UI: http://localhost:$AIRFLOW_PORT   (no login; listening on $AIRFLOW_HOST; Ctrl-C to stop)"
+echo "Run reports: the \"Absorb report\" tab of each run of the Absorb DAGs"
 echo
 # In the background so that Ctrl-C reaches this script: `airflow standalone` ends cleanly on SIGTERM.
 "$BIN/airflow" standalone &
