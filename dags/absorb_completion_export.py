@@ -6,14 +6,20 @@ demand, and updates the `absorb://completions` asset.
 
 1. **extract** — enrollments edited in the run's data interval (`dateEdited`; scheduled runs
    cover the previous UTC day, a manual run takes what changed since the last export), or all of them with `full_export`, for every course or
-   `course_ids`; paged reads. Normalised: status names, time spent in seconds, UTC dates, employee
-   id, department/job/location from the last accepted HR feed (else Absorb).
+   `course_ids`; paged reads as Arrow pages, several courses at once within the connection's rate
+   limit. Normalised batch by batch (status names, time spent in seconds, UTC dates, employee id,
+   department/job/location from the last accepted HR feed, else Absorb) into `export.parquet`.
 2. **validate_export** — Great Expectations gate (unique ids, one active enrollment per person and
-   course, enums and ranges, completion dates coherent, completed count not dropping).
+   course, enums and ranges, completion dates coherent, completed count not dropping): every
+   check counted exactly over all rows, GX on a bounded sample of them.
 3. **write_outputs** — Parquet partitioned by `partition_by` and a CSV under `output_path` (any
    ObjectStoragePath; default: the run folder); optional upsert into `sql_table` through a
-   common-sql connection `sql_conn_id` (e.g. PostgreSQL).
-4. **compliance_report** — HTML with charts: completion rate and overdue by course and department.
+   common-sql connection `sql_conn_id` (e.g. PostgreSQL). Written batch by batch.
+4. **compliance_report** — HTML with charts: completion rate and overdue by course and department,
+   from the counts the extract kept (not the rows).
+
+Memory stays flat whatever the export's size; only the gate imports Great Expectations and only
+the report matplotlib.
 
 Outputs: `{output_root}/absorb_completion_export/{run_id}/`.
 """
