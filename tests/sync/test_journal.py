@@ -120,3 +120,18 @@ def test_a_portal_key_cannot_escape_the_state_root(tmp_path):
 
     with pytest.raises(ValueError, match="portal key"):
         SyncState.for_portal(tmp_path, key="../other", base_url="http://a", api_user="api")
+
+
+def test_a_journal_on_object_storage_is_written_one_object_per_flush_and_folds_the_same():
+    import uuid
+
+    state = SyncState.for_portal(
+        f"memory://absorb-test-{uuid.uuid4().hex}/state", key="k1", base_url="http://a", api_user="api"
+    )
+    recorder = WriteJournal(state.location / "journal", "run-1")
+    recorder.intents([intent(0), intent(1, user=U2)])
+    recorder.outcomes([outcome(0, "created", "e-1")])
+    parts = sorted(p.name for p in (state.location / "journal" / "run-1").iterdir())
+    assert len(parts) == 2 and all(p.endswith(".jsonl") for p in parts)
+    totals = fold_into_state(state, current={(U2, C1): "e-2"})
+    assert totals["adopted"] == 1 and state.provenance_ids() == {"e-1", "e-2"}
