@@ -226,9 +226,9 @@ def _child_task(
     }
 
 
-def _run_child(env: dict, *args: str) -> dict:
+def _run_child(env: dict, *args: str, module: str = "bench.bench_scale") -> dict:
     """Runs a child; its peak RSS is its own ``ru_maxrss`` from ``os.wait4`` (nothing else's)."""
-    command = [sys.executable, "-m", "bench.bench_scale", "--child", *args]
+    command = [sys.executable, "-m", module, "--child", *args]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=str(ROOT))
         _, status, usage = os.wait4(process.pid, 0)
@@ -405,7 +405,14 @@ def scenario_export(server, workdir: Path, runs: int, seed: str) -> bool:
     return ok
 
 
-SCENARIOS = {"export": scenario_export}
+def scenario_sync(server, workdir: Path, runs: int, seed: str) -> bool:
+    """The first load's read-back and no-op syncs (see ``bench.scale_sync``)."""
+    from bench.scale_sync import scenario_sync as run
+
+    return run(server, workdir, runs, seed)
+
+
+SCENARIOS = {"export": scenario_export, "sync": scenario_sync}
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,216 @@
+"""Sync scenarios of ``bench_scale``: the first sync's read-back and a no-op sync, at a seed.
+
+``first-sync``: the portal's first load (``initial_load``) of the seed's whole HR feed. Printed: its
+per-task wall time and peak RSS (``dag.test`` in a fresh process, RSS sampled every 10 ms, each
+task's peak within its own window: an upper bound per task), the read-back (``verify_and_report``)
+versus a bare ``requests`` loop that makes the same minimal reads (``/bulk/studentcourses`` for the
+touched users, 100 a call), and requests per task versus the minimum.
+
+``noop-sync``: the same feed again (nothing to do), ``runs`` times: wall (min/median/max), per-task
+wall and peak RSS, requests versus the minimum (login, course/user pages, the rule courses' pages).
+
+Goals (issue 10, at ``large``): no-op sync <= 40 s and <= 800 MB in every task; read-back <= 1.2x
+the bare reads it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNC_DAG = "absorb_hr_enrollment_sync"
+NOOP_LIMIT_SECONDS = 40.0
+SYNC_TASK_RSS_LIMIT_MB = 800
+READ_BACK_FACTOR = 1.2
+BULK_USERS = 100
+
+
+# --- children (fresh processes; the last stdout line is their JSON) ------------------------------
+
+
+def child_sync(conf_json: str) -> dict:
+    """``dag.test`` of the sync with an RSS sampler and the sandbox's request count per task."""
+    import os
+    import threading
+
+    import psutil
+    import requests
+
+    process = psutil.Process()
+    base_url = os.environ["BENCH_SANDBOX_URL"]
+    samples: list[tuple[float, int, int]] = []
+    stop = threading.Event()
+
+    def requests_so_far() -> int:
+        return requests.get(f"{base_url}/_sandbox/stats", timeout=10).json()["total_requests"]
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append((time.time(), process.memory_info().rss, requests_so_far()))
+            time.sleep(0.02)
+
+    threading.Thread(target=sample, daemon=True).start()
+    started = time.monotonic()
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(ROOT / "dags")).dags[SYNC_DAG]
+    dag_run = dag.test(run_conf=json.loads(conf_json))
+    seconds = time.monotonic() - started
+    stop.set()
+    tasks = {}
+    for ti in dag_run.get_task_instances():
+        if ti.start_date is None:
+            continue
+        begin, end = ti.start_date.timestamp(), ti.end_date.timestamp()
+        window = [s for s in samples if begin <= s[0] <= end] or [(0, 0, 0)]
+        tasks[ti.task_id] = {
+            "state": str(ti.state),
+            "seconds": end - begin,
+            "peak_rss_mb": max(s[1] for s in window) / 2**20,
+            "requests": max(s[2] for s in window) - min(s[2] for s in window),
+        }
+    from absorb_sync.jobs.runtime import run_key
+
+    return {
+        "seconds": seconds,
+        "state": str(dag_run.state),
+        "run_id": dag_run.run_id,
+        "run_key": run_key(dag_run.run_id),
+        "tasks": tasks,
+    }
+
+
+def child_bare_read_back(base_url: str, api_key: str, username: str, password: str, plan: str) -> dict:
+    """The minimal read-back as a plain script: the touched users' enrollments, 100 users a call."""
+    import pandas as pd
+    import requests
+
+    lines = pd.read_parquet(plan)
+    ours = lines[lines["handled_by"] == "sync"]
+    users = sorted(set(ours["user_id"].dropna().astype(str)))
+    courses = sorted(set(ours["course_id"].dropna().astype(str)))
+    session = requests.Session()
+    headers = {"x-api-key": api_key, "x-api-version": "2"}
+    body = {"username": username, "password": password, "privateKey": api_key}
+    headers["Authorization"] = (
+        "Bearer " + session.post(f"{base_url}/authenticate", json=body, headers=headers, timeout=60).json()
+    )
+    started = time.monotonic()
+    rows = 0
+    for i in range(0, len(users), BULK_USERS):
+        params = {"userIds": users[i : i + BULK_USERS], "courseIds": courses}
+        response = session.get(f"{base_url}/bulk/studentcourses", params=params, headers=headers, timeout=60)
+        response.raise_for_status()
+        rows += len(response.json())
+    return {"seconds": time.monotonic() - started, "calls": -(-len(users) // BULK_USERS), "rows": rows}
+
+
+# --- scenarios -----------------------------------------------------------------------------------
+
+
+def _rule_course_pages(db_path: Path, course_ids: set[str]) -> int:
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as connection:
+        counts = dict(connection.execute("SELECT course_id, COUNT(*) FROM enrollments GROUP BY course_id"))
+    return sum(counts.get(c, 0) // 1000 + 1 for c in course_ids)
+
+
+def _print_tasks(label: str, runs: list[dict]) -> bool:
+    from bench.bench_scale import _spread
+
+    ok = True
+    for task in runs[0]["tasks"]:
+        walls = [r["tasks"][task]["seconds"] for r in runs if task in r["tasks"]]
+        peak = max(r["tasks"][task]["peak_rss_mb"] for r in runs if task in r["tasks"])
+        calls = sorted({r["tasks"][task]["requests"] for r in runs if task in r["tasks"]})
+        ok &= peak <= SYNC_TASK_RSS_LIMIT_MB
+        print(f"    [{label}] {task:22s} wall {_spread(walls)} s; peak RSS {peak:.0f} MB; requests {calls}")
+    return ok
+
+
+def _sync_env(server, workdir: Path) -> dict:
+    from bench.bench_scale import _airflow_env
+
+    env = _airflow_env(workdir, server)
+    env.update(
+        ABSORB_OUTPUT_ROOT=str(workdir / "sync-output"),
+        ABSORB_STATE_ROOT=str(workdir / "sync-state"),
+        BENCH_SANDBOX_URL=server.base_url,
+    )
+    return env
+
+
+def _run(env: dict, *args: str) -> dict:
+    from bench.bench_scale import _run_child
+
+    return _run_child(env, *args, module="bench.scale_sync")
+
+
+def scenario_sync(server, workdir: Path, runs: int, seed: str) -> bool:
+    """The first load, its read-back against the bare minimum, then ``runs`` no-op syncs."""
+    from absorb_sandbox.hr_feed import export_hr_feed
+
+    from bench.bench_scale import TARGET_SEED, _spread
+
+    feed = workdir / "hr_feed.csv"
+    export_hr_feed(server.db_path, feed)
+    env = _sync_env(server, workdir)
+    print(f"\n[sync] '{seed}' seed, feed of {sum(1 for _ in feed.open()) - 1} people")
+    first = _run(env, "sync", json.dumps({"feed_path": str(feed), "initial_load": True}))
+    if first["state"] != "success":
+        raise SystemExit(f"[sync] the first sync failed: {first['tasks']}")
+    folder = workdir / "sync-output" / SYNC_DAG / first["run_key"]
+    summary = json.loads((folder / "summary.json").read_text())
+    print(f"[sync] first load: {first['seconds']:.1f}s, plan {summary['plan']['counts']}")
+    _print_tasks("first", [first])
+    bare = _run(
+        env,
+        "bare-read-back",
+        server.base_url,
+        server.api_key,
+        server.username,
+        server.password,
+        str(folder / "plan.parquet"),
+    )
+    verify = first["tasks"]["verify_and_report"]
+    read_back = summary.get("read_back", {})
+    ratio = read_back.get("seconds", verify["seconds"]) / max(bare["seconds"], 1e-9)
+    print(
+        f"[sync] read-back: {read_back or 'n/a'}; verify_and_report {verify['seconds']:.1f}s, "
+        f"{verify['requests']} requests; bare minimal reads {bare['seconds']:.1f}s in {bare['calls']} calls; "
+        f"ratio {ratio:.2f} (goal <= {READ_BACK_FACTOR})"
+    )
+
+    noops = []
+    for number in range(runs):
+        noops.append(_run(env, "sync", json.dumps({"feed_path": str(feed)})))
+        done = noops[-1]
+        if done["state"] != "success":
+            raise SystemExit(f"[sync] the no-op sync failed: {done['tasks']}")
+        print(f"[sync] no-op run {number + 1}: {done['seconds']:.1f}s", flush=True)
+    courses = json.loads((folder / "rule_courses.json").read_text())
+    minimum = 1 + _rule_course_pages(Path(server.db_path), set(courses))
+    walls = [r["seconds"] for r in noops]
+    print(f"[sync] no-op wall (s): {_spread(walls)} (goal <= {NOOP_LIMIT_SECONDS:g})")
+    print(
+        f"[sync] no-op plan_enrollments requests {sorted({r['tasks']['plan_enrollments']['requests'] for r in noops})} "
+        f"(minimum {minimum}: rule course pages + the catalogue)"
+    )
+    rss_ok = _print_tasks("no-op", noops)
+    if seed != TARGET_SEED:
+        print(f"[sync] targets apply at the '{TARGET_SEED}' seed")
+        return True
+    ok = statistics.median(walls) <= NOOP_LIMIT_SECONDS and rss_ok and ratio <= READ_BACK_FACTOR
+    print(f"[sync] -> {'OK' if ok else 'MISSED'}")
+    return ok
+
+
+CHILDREN = {"sync": child_sync, "bare-read-back": child_bare_read_back}
+
+if __name__ == "__main__":
+    kind, *rest = sys.argv[2:] if sys.argv[1:2] == ["--child"] else sys.argv[1:]
+    print(json.dumps(CHILDREN[kind](*rest)))
