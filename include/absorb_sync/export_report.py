@@ -157,33 +157,82 @@ def bar_chart(table: pd.DataFrame, label: str, value: str, title: str, color: st
     matplotlib.use("Agg", force=True)
     from matplotlib import pyplot as plt
 
-    data = table.sort_values(value)
-    figure, axes = plt.subplots(figsize=(8, max(2.0, 0.35 * len(data) + 1)))
-    axes.barh(data[label].astype(str), data[value], color=color)
-    axes.set_title(title)
-    axes.set_xlabel(value.replace("_", " "))
+    data = table.sort_values([value, label], ascending=[True, False])
+    figure, axes = plt.subplots(figsize=(5.6, max(2.0, 0.24 * len(data) + 1.1)))
+    bars = axes.barh(data[label].astype(str), data[value], color=color)
+    percent = value.endswith("_pct")
+    axes.bar_label(
+        bars, labels=[f"{v:.0f}%" if percent else f"{v:,.0f}" for v in data[value]], padding=3, fontsize=7
+    )
+    axes.set_title(title, loc="left", fontsize=11)
+    axes.set_xlabel(AXIS_LABELS.get(value, value.replace("_", " ")))
+    if percent:
+        axes.set_xlim(0, 105)
+    axes.spines[["top", "right"]].set_visible(False)
+    axes.tick_params(axis="y", labelsize=8)
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
+    figure.savefig(buffer, format="png", dpi=110)
     plt.close(figure)
     encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}">'
+    return f'<img class="chart" alt="{html.escape(title)}" src="data:image/png;base64,{encoded}">'
 
 
-def compliance_html(aggregates: ComplianceAggregates, *, title: str, scope: str, now: datetime) -> str:
-    """HTML compliance report: overall figures, charts and tables by course and department."""
-    from absorb_sync.report import frame_table, html_page, summary_table
+AXIS_LABELS = {"completion_rate_pct": "completion rate (%)", "overdue": "overdue enrollments"}
 
-    sections = ["<h2>Overall</h2>" + summary_table(aggregates.overall(scope, now))]
+
+def load_history(folder: Any, limit: int = 24) -> list[tuple[datetime, ComplianceAggregates]]:
+    """The aggregates of this DAG's earlier *full* exports next to ``folder`` (and its own), oldest
+    first, for the completion-over-time chart: one point per run, aggregates only, never rows."""
+    import json
+
+    points = []
+    try:
+        siblings = list(folder.parent.iterdir())
+    except (FileNotFoundError, NotADirectoryError, OSError):
+        return []
+    for run in siblings:
+        try:
+            with (run / "summary.json").open("r", encoding="utf-8") as handle:
+                summary = json.load(handle)
+            if not summary.get("full"):
+                continue  # an incremental export counts only what changed: not comparable
+            with (run / "export_aggregates.json").open("r", encoding="utf-8") as handle:
+                aggregates = ComplianceAggregates.from_json(json.load(handle))
+            when = datetime.fromisoformat(str(summary.get("until")))
+        except (FileNotFoundError, NotADirectoryError, KeyError, ValueError, OSError):
+            continue
+        points.append((when, aggregates))
+    points.sort(key=lambda item: item[0])
+    return points[-limit:]
+
+
+def compliance_html(
+    aggregates: ComplianceAggregates,
+    *,
+    title: str,
+    scope: str,
+    now: datetime,
+    history: Iterable[tuple[datetime, ComplianceAggregates]] = (),
+) -> str:
+    """HTML compliance report: headline and cards, why rows and active differ, completion over
+    time (from earlier runs' aggregates), then a chart and a table per course and department."""
+    from absorb_sync.report import render
+    from absorb_sync.report_data import export_context, generated_at
+
+    points = list(history)
+    if not any(when == now for when, _ in points):
+        points.append((now, aggregates))
+    charts = {}
     if aggregates.active:
         for label, table in aggregates.tables().items():
-            sections.append(f"<h2>By {label}</h2>")
-            sections.append(
-                bar_chart(table, label, "completion_rate_pct", f"Completion rate % by {label}", "#2e7d32")
+            charts[f"{label}:rate"] = bar_chart(
+                table, label, "completion_rate_pct", f"Completion rate by {label}", "#2e7d32"
             )
             if table["overdue"].any():
-                sections.append(
-                    bar_chart(table, label, "overdue", f"Overdue enrollments by {label}", "#c62828")
+                charts[f"{label}:overdue"] = bar_chart(
+                    table, label, "overdue", f"Overdue enrollments by {label}", "#c62828"
                 )
-            sections.append(frame_table(table))
-    return html_page(title, sections)
+    context = export_context(aggregates, scope=scope, now=now, charts=charts, history=points)
+    context.update(title=title, run_id=None, generated=generated_at(), dry_run=False)
+    return render("export.html.j2", context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -141,13 +142,53 @@ def test_compliance_report_has_rates_and_embedded_charts():
     assert len(images) == 4  # rate + overdue, by course and by department
     assert base64.b64decode(images[0].split('"')[0])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<script" not in html and "http" not in html.split("<body>")[1]  # offline
+    body = html.split("<body>")[1]
+    assert "Completion rate by course" in body and "33.3%" in body  # Engineering: 1 of 3 completed
+    text = re.sub(r"<[^>]+>", " ", body)  # what a reader sees
+    assert "completion_rate_pct" not in text and "None" not in text  # readable labels
+    assert "@media print" in html
+
+
+def test_compliance_report_explains_rows_vs_active_and_charts_departments_over_time(tmp_path):
+    import json
+
+    from absorb_sync.export_report import ComplianceAggregates, compliance_html, load_history
+
+    rows = [
+        enrollment("e1", USER_1, COURSE_A, 3),
+        enrollment("e2", USER_1, COURSE_A, 3, isActive=False),  # history of a re-enrollment
+        enrollment("e3", USER_2, COURSE_B, 1),
+    ]
+    users = [{"id": USER_1, "departmentId": "d1"}, {"id": USER_2, "departmentId": "d2"}]
+    frame = normalise_enrollments(rows, now=NOW, users=users, departments={"d1": "Sales", "d2": "Legal"})
+    aggregates = ComplianceAggregates.of(frame)
+    page = compliance_html(aggregates, title="T", scope="full export", now=NOW)
+    assert "Why 3 rows but 2 active enrollments?" in page and "1 row of them inactive history" in page
+    assert "<polyline" not in page  # one run: no trend yet
+    earlier = ComplianceAggregates.from_json(
+        {
+            **aggregates.to_json(),
+            "groups": {"course": {}, "department": {"Sales": [2, 0, 0], "Legal": [1, 0, 0]}},
+        }
+    )
+    for name, when, data, full in (
+        ("r1", "2026-11-20T00:00:00+00:00", earlier, True),
+        ("r2", "2026-11-25T00:00:00+00:00", earlier, False),  # incremental: not comparable, left out
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"full": full, "until": when}))
+        (tmp_path / name / "export_aggregates.json").write_text(json.dumps(data.to_json()))
+    history = load_history(tmp_path / "r3")
+    assert [when.day for when, _ in history] == [20]
+    page = compliance_html(aggregates, title="T", scope="full export", now=NOW, history=history)
+    assert page.count("<polyline") == 2 and "20 Nov 2026" in page and "27 Nov 2026" in page
 
 
 def test_run_report_escapes_values_and_nests_summaries():
     summary = {"note": "<b>x</b>", "plan": {"enroll": 3, "gate": {"reasons": ["<too many>", "b"]}}}
     page = run_report("Run <1>", summary, {"Plan": pd.DataFrame({"a": ["<i>"]})})
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "&lt;i&gt;" in page
-    assert "<tr><th>enroll</th><td>3</td></tr>" in page  # nested mapping -> nested table
+    assert '<dt data-key="plan.enroll">Plan: Enroll</dt><dd>3</dd>' in page  # nested mapping, labelled
     assert "&lt;too many&gt;, b" in page
 
 
