@@ -724,31 +724,7 @@ def _write_report(
     lines: pd.DataFrame,
     mismatches: pd.DataFrame | None,
 ) -> None:
-    import pandas as pd
+    """``report.html`` for people (templated; names from the accepted feed, ids stay in the CSVs)."""
+    from absorb_sync.report import sync_report, write_html
 
-    from absorb_sync.report import run_report, write_html
-
-    def optional_csv(name: str) -> pd.DataFrame | None:
-        target = folder / name
-        if not target.exists():
-            return None
-        with target.open("r", encoding="utf-8") as handle:
-            return pd.read_csv(handle, dtype=str)
-
-    names_file = folder / "rule_courses.json"
-    names = read_json(names_file) if names_file.exists() else {}
-    if len(lines):  # people read names first; the ids stay for whoever acts on a line
-        lines = lines.assign(course_name=lines["course_id"].map(names))
-        first = ["action", "employee_id", "course_name", "reason", "due_date", "rule", "handled_by"]
-        lines = lines[[c for c in first if c in lines] + [c for c in lines if c not in first]]
-    tables = {
-        "Plan": lines,
-        "Outcomes": optional_csv("outcomes.csv"),
-        "Read-back mismatches": mismatches,
-        "Rejected feed rows": optional_csv("rejects.csv"),
-        "People missing in Absorb": optional_csv("missing_people.csv"),
-    }
-    title = f"HR enrollment sync {summary['run_id']}" + (" (dry run)" if summary["dry_run"] else "")
-    if summary.get("held"):
-        title += " (held: nothing written)"
-    write_html(folder / "report.html", run_report(title, summary, tables))
+    write_html(folder / "report.html", sync_report(folder, summary, lines, mismatches))

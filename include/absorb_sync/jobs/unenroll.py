@@ -28,7 +28,18 @@ COMPLETE = 3
 HANDOVER_RUN_PREFIX = "leavers__"
 DONE_OUTCOMES = ("unenrolled", "already_gone")  # already_gone: another run removed it first
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-TARGET_COLUMNS = ["person", "employee_id", "user_id", "enrollment_id", "course_id", "course_name", "status"]
+TARGET_COLUMNS = [
+    "person",
+    "employee_id",
+    "user_id",
+    "enrollment_id",
+    "course_id",
+    "course_name",
+    "status",
+    "first_name",  # names and department: for the report (read from Absorb's users)
+    "last_name",
+    "department",
+]
 
 
 class UnenrollmentRefusedError(AirflowFailException):
@@ -284,8 +295,15 @@ def resolve_targets(
                     "course_id": enrollment["courseId"],
                     "course_name": enrollment.get("courseName"),
                     "status": enrollment.get("status"),
+                    "first_name": user.get("firstName"),
+                    "last_name": user.get("lastName"),
+                    "department": user.get("departmentId"),
                 }
             )
+    if any(t["department"] for t in targets):  # department names: one paged read, only when needed
+        names = {d["id"]: d.get("name") for d in hook.list_departments()}
+        for target in targets:
+            target["department"] = names.get(target["department"])
     frame = pd.DataFrame(targets, columns=TARGET_COLUMNS).drop_duplicates("enrollment_id")
     write_csv(folder / "targets.csv", frame)
     write_csv(folder / "unresolved.csv", pd.DataFrame(unresolved, columns=["person", "problem"]))
@@ -405,7 +423,7 @@ def verify_and_report(
     """Read each affected user's enrollments back: every target must be gone. Then report."""
     import pandas as pd
 
-    from absorb_sync.report import run_report, write_html
+    from absorb_sync.report import unenrollment_report, write_html
 
     targets = _read_targets(folder)
     still_there = pd.DataFrame(columns=TARGET_COLUMNS)
@@ -427,20 +445,7 @@ def verify_and_report(
         "folder": str(folder),
     }
     write_json(folder / "summary.json", summary)
-    tables = {
-        "Enrollments to remove" if dry_run else "Removed enrollments": targets,
-        "Still enrolled": still_there,
-    }
-    skipped = folder / "skipped.csv"
-    if skipped.exists():
-        with skipped.open("r", encoding="utf-8") as handle:
-            tables["Skipped people (not removed)"] = pd.read_csv(handle, dtype=str)
-    unresolved = folder / "unresolved.csv"
-    if unresolved.exists():
-        with unresolved.open("r", encoding="utf-8") as handle:
-            tables["Unresolved people"] = pd.read_csv(handle, dtype=str)
-    title = f"Bulk unenrollment {run_id}" + (" (dry run)" if dry_run else "")
-    write_html(folder / "report.html", run_report(title, summary, tables))
+    write_html(folder / "report.html", unenrollment_report(folder, summary, targets, still_there))
     if len(still_there) or applied.get("failed"):
         raise UnenrollmentVerificationError(
             f"{len(still_there)} enrollment(s) still active, {applied.get('failed', 0)} failed; see {folder}"
