@@ -423,7 +423,8 @@ def export_batches(
     source: Any, columns: list[str] | None = None, batch_rows: int = BATCH_ROWS
 ) -> Iterator[Any]:
     """Record batches of an export: a Parquet file (path or ObjectStoragePath), an Arrow table or
-    a pandas frame in the export columns, cast to :func:`export_schema` (``columns``: only those)."""
+    a pandas frame in the export columns (a frame's missing columns are null), cast to
+    :func:`export_schema` (``columns``: only those)."""
     import pyarrow as pa
 
     schema = export_schema()
@@ -435,8 +436,17 @@ def export_batches(
         return
     if hasattr(source, "columns") and hasattr(source, "iloc"):  # a pandas frame
         for start in range(0, len(source), batch_rows):
-            chunk = source.iloc[start : start + batch_rows][schema.names]
-            yield pa.RecordBatch.from_pandas(chunk, schema=schema, preserve_index=False)
+            chunk = source.iloc[start : start + batch_rows]
+            count = len(chunk)
+            yield pa.RecordBatch.from_arrays(
+                [
+                    pa.array(chunk[f.name], f.type, from_pandas=True)
+                    if f.name in chunk.columns
+                    else pa.nulls(count, f.type)
+                    for f in schema
+                ],
+                schema=schema,
+            )
         return
     import pyarrow.parquet as pq
     from absorb_provider.io import as_path
@@ -592,15 +602,120 @@ def write_csv(source: Any, target: Any) -> str:
     The text is what ``DataFrame.to_csv(index=False)`` writes for the export's dtypes (minimal
     quoting, ``True``/``False``, floats as Python prints them, empty cells for nulls).
     """
-    from absorb_provider.csv_safety import escape_arrow_table
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("wb") as handle:
-        handle.write((",".join(_csv_quote_text(name) for name in EXPORT_COLUMNS) + "\n").encode("utf-8"))
+    with CsvWriter(target) as writer:
         for batch in export_batches(source):
-            if batch.num_rows:
-                handle.write(_csv_lines(escape_arrow_table(_table(batch))))
+            writer.write(batch)
     return str(target)
+
+
+class CsvWriter:
+    """:func:`write_csv` fed batch by batch (an Arrow table or record batch in the export columns),
+    e.g. while the extract writes ``export.parquet``."""
+
+    def __init__(self, target: Any) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.target = target
+        self._handle = target.open("wb")
+        self._handle.write(
+            (",".join(_csv_quote_text(name) for name in EXPORT_COLUMNS) + "\n").encode("utf-8")
+        )
+
+    def write(self, batch: Any) -> None:
+        from absorb_provider.csv_safety import escape_arrow_table
+
+        if batch.num_rows:
+            self._handle.write(_csv_lines(escape_arrow_table(_table(batch))))
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> CsvWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class GroupedPartitionWriter:
+    """Hive partitions (as :func:`write_partitioned_parquet`) of data that arrives grouped by the
+    partition key (the extract writes course after course): one file open at a time.
+
+    :meth:`write` returns False (and writes nothing) when a key comes back after another one:
+    the data is not grouped, so the caller must partition from the finished file instead.
+    """
+
+    def __init__(self, folder: Any, partition_by: str = "course_id") -> None:
+        if partition_by not in {"course_id", "date_completed", "date_edited"}:
+            raise ValueError(
+                f"cannot partition by {partition_by!r}: use course_id, date_completed or date_edited"
+            )
+        self.folder = folder
+        self.partition_by = partition_by
+        self.name = partition_by if partition_by == "course_id" else f"{partition_by}_day"
+        self.drop = (partition_by,) if partition_by == "course_id" else ()
+        self.schema = export_schema(self.drop)
+        self.written: list[str] = []
+        self._closed: set[str] = set()
+        self._current: tuple[str, Any, Any] | None = None
+
+    def keys(self, table: Any) -> Any:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        values = table.column(self.partition_by)
+        if self.partition_by != "course_id":
+            values = pc.strftime(values, format="%Y-%m-%d")
+        return pc.fill_null(pc.cast(values, pa.string()), "none")
+
+    def write(self, table: Any) -> bool:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        if not table.num_rows:
+            return True
+        ends = pc.run_end_encode(self.keys(table))
+        keys, run_ends = ends.values.to_pylist(), ends.run_ends.to_pylist()
+        current = self._current[0] if self._current else None
+        seen = set()
+        for key in keys:
+            if key in self._closed or key in seen or (key == current and seen):
+                return False
+            seen.add(key)
+        data = table.drop_columns(list(self.drop)) if self.drop else table
+        start = 0
+        for key, end in zip(keys, run_ends, strict=True):
+            self._writer(key).write_table(data.slice(start, end - start))
+            start = end
+        return True
+
+    def _writer(self, key: str) -> Any:
+        import pyarrow.parquet as pq
+
+        if self._current and self._current[0] == key:
+            return self._current[2]
+        self._close_current()
+        target = self.folder / f"{self.name}={key}" / "part-0.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = target.open("wb")
+        self._current = (key, handle, pq.ParquetWriter(handle, self.schema, compression="snappy"))
+        self.written.append(str(target))
+        return self._current[2]
+
+    def _close_current(self) -> None:
+        if self._current:
+            key, handle, writer = self._current
+            self._current = None
+            self._closed.add(key)
+            try:
+                writer.close()
+            finally:
+                handle.close()
+
+    def close(self) -> list[str]:
+        self._close_current()
+        return sorted(self.written)
 
 
 def _table(batch: Any) -> Any:
@@ -610,7 +725,8 @@ def _table(batch: Any) -> Any:
     schema = pa.schema(
         [pa.field(f.name, pa.string()) if pa.types.is_large_string(f.type) else f for f in batch.schema]
     )
-    return pa.Table.from_batches([batch]).cast(schema)
+    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    return table if table.schema.types == schema.types else table.cast(schema)
 
 
 def _csv_quote_text(text: str) -> str:
@@ -647,13 +763,26 @@ def _csv_cells(column: Any) -> Any:
     if pa.types.is_boolean(kind):
         return pc.if_else(column, "True", "False")
     if pa.types.is_timestamp(kind):
-        seconds = pc.cast(pc.floor_temporal(column, unit="second"), pa.timestamp("s", tz=kind.tz))
-        return pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ")
+        return _iso_seconds(column)
     if pa.types.is_floating(kind):
         values = pc.fill_null(column, np.nan).to_numpy(zero_copy_only=False)
         text = pa.array(values.astype(str), pa.string())
         return pc.if_else(pc.is_nan(pc.fill_null(column, np.nan)), pa.scalar(None, pa.string()), text)
     return pc.cast(column, pa.string())
+
+
+def _iso_seconds(column: Any) -> Any:
+    """``%Y-%m-%dT%H:%M:%SZ`` text of UTC timestamps (floored to the second): Arrow's own cast to
+    text (``YYYY-MM-DD HH:MM:SSZ``) with the space made a ``T``, several times cheaper than
+    ``strftime``; ``strftime`` for years outside 0001..9999 (where the cast's text differs)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    seconds = pc.cast(pc.floor_temporal(column, unit="second"), pa.timestamp("s", tz="UTC"))
+    text = pc.replace_substring(pc.cast(seconds, pa.string()), " ", "T", max_replacements=1)
+    if pc.any(pc.not_equal(pc.utf8_length(text), 20)).as_py():
+        return pc.strftime(seconds, format="%Y-%m-%dT%H:%M:%SZ")
+    return text
 
 
 SQL_COLUMN_TYPES = {

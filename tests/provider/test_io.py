@@ -162,3 +162,25 @@ def test_parse_timestamps_turns_unreadable_values_into_nulls():
         None,
         "2026-01-02T00:00:00+00:00",
     ]
+
+
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string()])
+def test_escape_arrow_table_escapes_string_and_large_string_columns(kind):
+    from absorb_provider.csv_safety import escape_arrow_table
+
+    cells = ["=HYPERLINK(1)", "Safety", None, "-5", "-", "\uff1dA", "+1e3", "@cmd", "a=b"]
+    table = pa.table({"text": pa.array(cells, kind), "n": pa.array(range(len(cells)), pa.int64())})
+    escaped = escape_arrow_table(table)
+    assert escaped.schema == table.schema  # large_string stays large_string
+    assert escaped.column("text").to_pylist() == [
+        "'=HYPERLINK(1)",
+        "Safety",
+        None,
+        "-5",
+        "'-",
+        "'\uff1dA",
+        "+1e3",
+        "'@cmd",
+        "a=b",
+    ]
+    assert escaped.column("n").equals(table.column("n"))
