@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ ADOPTABLE = ("enroll", "re_enroll")
 CREATED = ("created",)
 REMOVED = ("unenrolled", "already_gone")
 FOLDED = "folded"
+REMOTE_BATCH = 500
+REMOTE_SECONDS = 2.0
 
 
 def _now() -> str:
@@ -48,6 +51,8 @@ class WriteJournal:
         self.attempt = attempt or uuid.uuid4().hex[:12]
         self._local = isinstance(directory, Path)
         self._parts = 0
+        self._pending: list[dict] = []  # outcomes not yet put (object stores only)
+        self._last_put = time.monotonic()
 
     # ------------------------------------------------------------------ writing
     def begin(self, run_id: str) -> None:
@@ -58,7 +63,21 @@ class WriteJournal:
         self._append([{"type": "intent", **dict(row)} for row in rows])
 
     def outcomes(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        self._append([{"type": "outcome", **dict(row)} for row in rows])
+        """Locally each call is appended and fsync'd; on an object store answers are put in batches
+        (every ``REMOTE_BATCH`` records or ``REMOTE_SECONDS``): a lost batch only costs adoption work,
+        since the intents are already durable."""
+        records = [{"type": "outcome", **dict(row)} for row in rows]
+        if self._local:
+            self._append(records)
+            return
+        self._pending += records
+        if len(self._pending) >= REMOTE_BATCH or time.monotonic() - self._last_put >= REMOTE_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        self._append(pending)
+        self._last_put = time.monotonic()
 
     def mark_folded(self) -> None:
         self._append([{"type": FOLDED}])

@@ -246,7 +246,7 @@ def local_path(root: Any) -> Path | None:
         if text.startswith("file://"):
             return Path(text[len("file://") :])
         return None if "://" in text else Path(text)
-    if getattr(root, "protocol", None) in ("file", "local"):
+    if getattr(root, "protocol", None) in ("", "file", "local"):  # an ObjectStoragePath of a local folder
         return Path(root.path)
     return None
 

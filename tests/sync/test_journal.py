@@ -122,7 +122,7 @@ def test_a_portal_key_cannot_escape_the_state_root(tmp_path):
         SyncState.for_portal(tmp_path, key="../other", base_url="http://a", api_user="api")
 
 
-def test_a_journal_on_object_storage_is_written_one_object_per_flush_and_folds_the_same():
+def test_a_journal_on_object_storage_puts_intents_at_once_answers_in_batches_and_folds_the_same():
     import uuid
 
     state = SyncState.for_portal(
@@ -131,7 +131,24 @@ def test_a_journal_on_object_storage_is_written_one_object_per_flush_and_folds_t
     recorder = WriteJournal(state.location / "journal", "run-1")
     recorder.intents([intent(0), intent(1, user=U2)])
     recorder.outcomes([outcome(0, "created", "e-1")])
-    parts = sorted(p.name for p in (state.location / "journal" / "run-1").iterdir())
+    folder = state.location / "journal" / "run-1"
+    assert len(list(folder.iterdir())) == 1  # the intents are put at once, answers in batches
+    recorder.flush()
+    parts = sorted(p.name for p in folder.iterdir())
     assert len(parts) == 2 and all(p.endswith(".jsonl") for p in parts)
     totals = fold_into_state(state, current={(U2, C1): "e-2"})
     assert totals["adopted"] == 1 and state.provenance_ids() == {"e-1", "e-2"}
+
+
+def test_a_local_object_storage_path_is_kept_as_a_local_folder(tmp_path):
+    """Runs hand the state root over as an ObjectStoragePath: locally it must stay one appended,
+    locked file per journal, not an object per write."""
+    from absorb_sync.jobs.runtime import storage_path
+
+    state = SyncState.for_portal(
+        storage_path(tmp_path / "state"), key="k1", base_url="http://a", api_user="x"
+    )
+    recorder = WriteJournal(state.location / "journal", "run-1")
+    recorder.intents([intent(0)])
+    recorder.outcomes([outcome(0, "created", "e-1")])
+    assert [p.name for p in (tmp_path / "state" / "portals" / "k1" / "journal").iterdir()] == ["run-1.jsonl"]
