@@ -8,13 +8,17 @@ demand, and updates the `absorb://completions` asset.
    cover the previous UTC day, a manual run takes what changed since the last export), or all of them with `full_export`, for every course or
    `course_ids`; paged reads as Arrow pages, several courses at once within the connection's rate
    limit. Normalised batch by batch (status names, time spent in seconds, UTC dates, employee id,
-   department/job/location from the last accepted HR feed, else Absorb) into `export.parquet`.
+   department/job/location from the last accepted HR feed, else Absorb) into `export.parquet`;
+   in the same pass the CSV and (for `course_id`) the partitioned Parquet go to `_staging/` in the
+   run folder, unpublished.
 2. **validate_export** — Great Expectations gate (unique ids, one active enrollment per person and
    course, enums and ranges, completion dates coherent, completed count not dropping): every
    check counted exactly over all rows, GX on a bounded sample of them.
 3. **write_outputs** — Parquet partitioned by `partition_by` and a CSV under `output_path` (any
    ObjectStoragePath; default: the run folder); optional upsert into `sql_table` through a
-   common-sql connection `sql_conn_id` (e.g. PostgreSQL). Written batch by batch.
+   common-sql connection `sql_conn_id` (e.g. PostgreSQL). Publishes the staged files (a rename
+   locally, a copy to object storage); date partitions are written here from `export.parquet`.
+   A failed gate deletes the staging folder: nothing is published before the gate passes.
 4. **compliance_report** — HTML with charts: completion rate and overdue by course and department,
    from the counts the extract kept (not the rows).
 
@@ -119,6 +123,7 @@ def absorb_completion_export():
             state=state,
             output_root=run.output_root,
             now=run.now,
+            partition_by=run.params["partition_by"],
         )
 
     @task(retries=0)

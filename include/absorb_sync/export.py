@@ -675,7 +675,8 @@ class GroupedPartitionWriter:
             table = pa.Table.from_batches([table])
         if not table.num_rows:
             return True
-        ends = pc.run_end_encode(self.keys(table))
+        keys = self.keys(table)
+        ends = pc.run_end_encode(keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys)
         keys, run_ends = ends.values.to_pylist(), ends.run_ends.to_pylist()
         current = self._current[0] if self._current else None
         seen = set()

@@ -74,6 +74,7 @@ def test_incoherent_data_fails_the_export_gate_and_publishes_nothing(world):
     assert run.state == "failed"
     assert run.tasks["validate_export"] == "failed" and run.tasks["write_outputs"] == "upstream_failed"
     assert not (run.folder / "completions").exists() and not (run.folder / "completions.csv").exists()
+    assert not (run.folder / "_staging").exists()  # the extract's staged files were deleted too
     failed = run.json("export_gate.json")["failed_checks"]
     assert [f["description"] for f in failed] == [
         "completed (status 3) if and only if a completion date is set"
@@ -100,6 +101,13 @@ def test_full_export_matches_the_sandbox(world, sql_table, tmp_path):
         assert str(row["course_id"]) == source["courseId"]
     assert summary["completed"] == sum(r["status"] == 3 for r in truth.values())
     assert len(pd.read_csv(summary["data_folder"] + "/completions.csv")) == len(truth)
+    assert not (run.folder / "_staging").exists()  # the staged files were moved to output_path
+    written = pd.read_parquet(run.folder / "export.parquet")
+    assert (
+        data.sort_values("enrollment_id", ignore_index=True)
+        .drop(columns="course_id")
+        .equals(written.sort_values("enrollment_id", ignore_index=True).drop(columns="course_id"))
+    )  # the partitions written during the extract hold exactly the export's rows and values
     stored = sql_rows(sql_table)
     assert len(stored) == len(truth) and stored["enrollment_id"].is_unique
     report = run.text("compliance_report.html")

@@ -47,7 +47,7 @@ _INVALID = -1.0  # numeric stand-in for a non-numeric value, so range checks rej
 
 SAMPLE_ROWS = 1_000  # first rows GX always sees
 UNEXPECTED_ROWS_KEPT = 1_000  # offending rows per check handed to GX (all of them are counted)
-BATCH_ROWS = 20_000
+BATCH_ROWS = 5_000  # rows per pandas batch (the scan's transient memory: GX is already loaded)
 GATE_COLUMNS = (*REQUIRED, "progress", "score")
 _ROW = "_row"  # position in the whole export, to assemble the sample without repeating a row
 

@@ -8,7 +8,9 @@ or when there is no previous export. The completed-count drop check compares ful
 Run folder: ``export.parquet`` (the normalised table), ``export_aggregates.json`` (the report's
 counts), ``export_validation.json``, ``completions/<partition>=<value>/part-0.parquet``,
 ``completions.csv``, ``compliance_report.html``, ``summary.json``. ``output_path`` sends the data
-files elsewhere (any ObjectStoragePath).
+files elsewhere (any ObjectStoragePath). The extract writes the CSV and the ``course_id``
+partitions into ``_staging/`` as it goes; ``write_outputs`` (after the gate) moves them into place,
+and a failed gate deletes them.
 
 The data never sits in memory whole: the extract streams Arrow pages (several courses read at
 once, in course order) through the vectorised normaliser into ``export.parquet``, counting the
@@ -77,7 +79,9 @@ def window_filter(window: Mapping[str, Any]) -> str | None:
     return f"dateEdited ge {_odata_datetime(window['since'])} and dateEdited lt {_odata_datetime(window['until'])}"
 
 
-EXTRACT_CONCURRENCY = 4  # courses read at once (bounded by the connection's max concurrency)
+EXTRACT_CONCURRENCY = 6  # courses read at once (bounded by the connection's max concurrency)
+READ_AHEAD_PAGES = 4  # pages each course reader may hold ahead of the writer
+STAGING = "_staging"  # files written by the extract, published by write_outputs after the gate
 
 
 def extract_enrollments(
@@ -90,14 +94,26 @@ def extract_enrollments(
     output_root: ObjectStoragePath,
     now: datetime,
     concurrency: int | None = None,
+    partition_by: str | None = "course_id",
 ) -> dict:
     """Paged Arrow reads per course, joined to users (employee id) and the last accepted HR feed,
-    normalised and written to ``export.parquet`` batch by batch; the report's aggregates too."""
+    normalised and written to ``export.parquet`` batch by batch; the report's aggregates too.
+
+    The published files are written in the same pass into ``_staging/`` of the run folder (the
+    CSV, and the ``course_id`` partitions, which the course-ordered stream gives in one pass);
+    ``write_outputs`` only moves them into place once the gate has passed."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from absorb_provider.io import tables_by_course
 
-    from absorb_sync.export import BATCH_ROWS, export_schema, normalise_table, user_attributes
+    from absorb_sync.export import (
+        BATCH_ROWS,
+        CsvWriter,
+        GroupedPartitionWriter,
+        export_schema,
+        normalise_table,
+        user_attributes,
+    )
     from absorb_sync.export_report import ComplianceAggregates
 
     catalog = {c["id"]: c.get("name") for c in hook.list_courses()}
@@ -114,18 +130,31 @@ def extract_enrollments(
         lambda course_id: hook.course_enrollment_tables(course_id, filter=odata, prefetch=False),
         selected,
         concurrency=workers,
+        depth=READ_AHEAD_PAGES,
     )
     aggregates = ComplianceAggregates()
     target = folder / "export.parquet"
+    staging = folder / STAGING
+    _remove(staging)
     pending: list[Any] = []
+    csv = CsvWriter(staging / "completions.csv")
+    parts = (
+        GroupedPartitionWriter(staging / "completions", "course_id") if partition_by == "course_id" else None
+    )
 
     def flush(writer: Any) -> None:
+        nonlocal parts
         table = normalise_table(
             pa.concat_tables(pending), now=now, attributes=attributes, course_names=catalog
         )
+        pending.clear()
         writer.write_table(table)
         aggregates.add(table)
-        pending.clear()
+        csv.write(table)
+        if parts is not None and not parts.write(table):  # not grouped: write_outputs partitions
+            parts.close()
+            _remove(staging / "completions")
+            parts = None
 
     try:
         with (
@@ -141,9 +170,24 @@ def extract_enrollments(
                     size = 0
             if pending:
                 flush(writer)
+        csv.close()
+        staged_files = parts.close() if parts is not None else None
     except BaseException:
         target.unlink(missing_ok=True)  # never leave a half export that looks complete
+        csv.close()
+        if parts is not None:
+            parts.close()
+        _remove(staging)
         raise
+    write_json(
+        staging / "manifest.json",
+        {
+            "csv": "completions.csv",
+            "partition_by": "course_id" if staged_files is not None else None,
+            "parquet_files": len(staged_files) if staged_files is not None else None,
+            "rows": aggregates.rows,
+        },
+    )
     write_json(folder / "export_aggregates.json", aggregates.to_json())
     return {
         "window": dict(window),
@@ -211,6 +255,8 @@ def gate_export(
     result.save(folder / "export_validation.json")
     summary = result.summary()
     write_json(folder / "export_gate.json", summary)
+    if not result.passed:
+        _remove(folder / STAGING)  # a refused export is never published, not even from staging
     result.raise_if_failed()
     return summary
 
@@ -231,17 +277,54 @@ def write_outputs(
     source = folder / "export.parquet"
     target = storage_path(output_path) / run_key(run_id) if output_path else folder
     target.mkdir(parents=True, exist_ok=True)
-    parquet_files = write_partitioned_parquet(source, target / "completions", partition_by)
-    csv_file = write_csv(source, target / "completions.csv")
+    staging = folder / STAGING
+    manifest = read_json(staging / "manifest.json") if (staging / "manifest.json").exists() else {}
+    if manifest.get("partition_by") == partition_by and (staging / "completions").exists():
+        parquet_count = _publish(staging / "completions", target / "completions")
+    else:
+        parquet_count = len(write_partitioned_parquet(source, target / "completions", partition_by))
+    if manifest.get("csv") and (staging / "completions.csv").exists():
+        _publish(staging / "completions.csv", target / "completions.csv")
+        csv_file = str(target / "completions.csv")
+    else:
+        csv_file = write_csv(source, target / "completions.csv")
+    _remove(staging)
     upserted = upsert_sql(source, sql_conn_id, sql_table) if sql_conn_id else None
     return {
         "data_folder": str(target),
-        "parquet_files": len(parquet_files),
+        "parquet_files": parquet_count,
         "csv": csv_file,
         "rows": count_rows(source),
         "sql_upserted": upserted,
         "sql_table": sql_table if sql_conn_id else None,
     }
+
+
+def _remove(path: Any) -> None:
+    """Deletes a file or folder tree if it is there."""
+    if path.exists():
+        path.fs.rm(path.path, recursive=True)
+
+
+def _publish(staged: Any, target: Any) -> int:
+    """Moves a staged file or folder to ``target`` (replacing it): a rename on the local file
+    system, else a copy file by file. Returns the number of files."""
+    import os
+    import shutil
+
+    if target.exists():
+        _remove(target)
+    files = [staged] if staged.is_file() else [p for p in staged.rglob("*") if p.is_file()]
+    if staged.protocol in ("file", "local") and target.protocol in ("file", "local"):
+        os.makedirs(os.path.dirname(target.path), exist_ok=True)
+        os.replace(staged.path, target.path)
+        return len(files)
+    for path in files:
+        destination = target if path == staged else target / str(path.relative_to(staged))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("rb") as source, destination.open("wb") as sink:
+            shutil.copyfileobj(source, sink, 8 << 20)
+    return len(files)
 
 
 def report_and_record(
