@@ -79,8 +79,8 @@ def window_filter(window: Mapping[str, Any]) -> str | None:
     return f"dateEdited ge {_odata_datetime(window['since'])} and dateEdited lt {_odata_datetime(window['until'])}"
 
 
-EXTRACT_CONCURRENCY = 6  # courses read at once (bounded by the connection's max concurrency)
-READ_AHEAD_PAGES = 4  # pages each course reader may hold ahead of the writer
+EXTRACT_CONCURRENCY = 4  # courses read at once (bounded by the connection's max concurrency)
+READ_AHEAD_PAGES = 2  # pages each course reader may hold ahead of the writer
 STAGING = "_staging"  # files written by the extract, published by write_outputs after the gate
 
 
