@@ -24,7 +24,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -233,12 +233,16 @@ def _adopt(
 
 
 def fold_into_state(
-    state: Any, run_key: str | None = None, current: Mapping[tuple[str, str], str] | None = None
+    state: Any,
+    run_key: str | None = None,
+    current: Mapping[tuple[str, str], str] | Callable[[], Mapping[tuple[str, str], str]] | None = None,
 ) -> dict:
     """Fold every journal with news (or only ``run_key``'s) into ``state``; returns counts.
 
-    A journal folded without ``current`` that still has unresolved intents keeps no marker, so
-    the next planner (which reads Absorb) folds it again.
+    ``current`` may be a callable: it is called only when some journal has news (after a crash or
+    failed writes), so a normal run never builds the portal-wide lookup. A journal folded without
+    ``current`` that still has unresolved intents keeps no marker, so the next planner (which
+    reads Absorb) folds it again.
     """
     directory = state.location / "journal"
     totals = {"journals": 0, "created": 0, "adopted": 0, "removed": 0, "unresolved": 0}
@@ -246,6 +250,8 @@ def fold_into_state(
         records = read_records(directory, name)
         if not needs_fold(records):
             continue
+        if callable(current):
+            current = current()
         fold = fold_records(records, current)
         state.record_created(fold.created.values())
         state.forget(fold.removed)

@@ -121,10 +121,9 @@ def build_plan(
     lines += _enroll_lines(merged, hire_dates, today)
     lines += _re_enroll_lines(merged, today)
     lines += _due_date_lines(merged, hire_dates, created_by_us)
-    wanted_keys = set(zip(wanted["user_key"].tolist(), wanted["course_key"].tolist(), strict=True))
     lines += _sync_unenroll_lines(
         active,
-        wanted_keys,
+        wanted[["user_key", "course_key"]],
         employee_by_user,
         _settled_active(people, today),
         created_by_us,
@@ -135,8 +134,7 @@ def build_plan(
 
 
 def _normalise_current(current: pd.DataFrame) -> pd.DataFrame:
-    frame = current.reindex(columns=CURRENT_COLUMNS).copy() if current is not None else pd.DataFrame()
-    frame = frame.reindex(columns=CURRENT_COLUMNS)
+    frame = (current if current is not None else pd.DataFrame()).reindex(columns=CURRENT_COLUMNS)
     frame = frame.loc[frame["id"].notna()].copy()
     frame["id"] = frame["id"].astype(str)
     frame["user_key"] = frame["userId"].astype(str).str.lower()
@@ -148,7 +146,7 @@ def _normalise_current(current: pd.DataFrame) -> pd.DataFrame:
     frame["cur_due"] = _dates(frame["dateDue"])
     frame["cur_completed_on"] = _dates(frame["dateCompleted"])
     frame["cur_complete"] = frame["cur_status"].eq(COMPLETE).fillna(False) | frame["cur_completed_on"].notna()
-    return frame
+    return frame.drop(columns=["status", "dateAdded", "dateDue", "dateCompleted"])  # parsed into cur_*
 
 
 def _flags(series: pd.Series) -> pd.Series:
@@ -166,10 +164,34 @@ def _dates(series: pd.Series) -> pd.Series:
     return dates.where(parsed.notna(), None)
 
 
+ROW_COLUMNS = (
+    "id",
+    "userId",
+    "courseId",
+    "user_id",
+    "course_id",
+    "user_key",
+    "course_key",
+    "employee_id",
+    "rule",
+    "due_days",
+    "due_from",
+    "recur_every_days",
+    "cur_added",
+    "cur_due",
+    "cur_completed_on",
+)
+
+
 def _rows(frame: pd.DataFrame) -> list:
-    """Rows as named tuples of plain Python values, NA as None (itertuples on Arrow strings is slow)."""
+    """Rows as named tuples of plain Python values, NA as None (itertuples on Arrow strings is slow).
+
+    Only the columns the line builders read: callers filter with vector operations first, so
+    this per-row step sees the few rows that may become plan lines, not the whole portal.
+    """
     from collections import namedtuple
 
+    frame = frame[[c for c in ROW_COLUMNS if c in frame.columns]]
     Row = namedtuple("Row", list(frame.columns), rename=True)
     columns = []
     for name in frame.columns:
@@ -180,10 +202,14 @@ def _rows(frame: pd.DataFrame) -> list:
 
 def _latest_active(current: pd.DataFrame) -> pd.DataFrame:
     """One active enrollment per (user, course): the most recently added if Absorb has several."""
-    active = current.loc[current["cur_active"]].copy()
-    active["_sort"] = active["cur_added"].map(lambda d: d or date.min)
-    active = active.sort_values(["_sort", "id"]).drop_duplicates(["user_key", "course_key"], keep="last")
-    return active.drop(columns="_sort")
+    narrow = current.loc[
+        current["cur_active"].to_numpy(dtype=bool), ["cur_added", "id", "user_key", "course_key"]
+    ]
+    narrow = narrow.assign(
+        added=pd.to_datetime(narrow["cur_added"], errors="coerce").fillna(pd.Timestamp.min)
+    )
+    order = narrow.sort_values(["added", "id"]).drop_duplicates(["user_key", "course_key"], keep="last")
+    return current.loc[order.index]  # one copy of the wide frame, in the same order as before
 
 
 def _hire_dates(people: pd.DataFrame) -> dict[str, date]:
@@ -254,6 +280,13 @@ def _re_enroll_lines(merged: pd.DataFrame, today: date) -> list[dict]:
     lines = []
     complete = merged["cur_complete"].fillna(False).astype(bool)
     candidates = merged.loc[merged["id"].notna() & complete & merged["recur_every_days"].notna()]
+    completed_on = candidates["cur_completed_on"].where(
+        candidates["cur_completed_on"].notna(), candidates["cur_added"]
+    )
+    due_again = pd.to_datetime(completed_on, errors="coerce") + pd.to_timedelta(
+        candidates["recur_every_days"].astype("float64"), unit="D"
+    )
+    candidates = candidates.loc[due_again.le(pd.Timestamp(today)).fillna(False).to_numpy(dtype=bool)]
     for row in _rows(candidates):
         completed_on = row.cur_completed_on or row.cur_added
         if completed_on is None:
@@ -277,7 +310,15 @@ def _re_enroll_lines(merged: pd.DataFrame, today: date) -> list[dict]:
 
 def _due_date_lines(merged: pd.DataFrame, hire_dates: dict[str, date], created_by_us: set[str]) -> list[dict]:
     lines = []
-    candidates = merged.loc[merged["id"].notna() & ~merged["cur_complete"].fillna(False).astype(bool)]
+    candidates = merged.loc[
+        merged["id"].notna()
+        & ~merged["cur_complete"].fillna(False).astype(bool)
+        & merged["due_days"].notna()
+        & merged["cur_added"].notna()
+    ]
+    candidates = candidates.loc[
+        candidates["id"].astype(str).str.lower().isin(created_by_us).to_numpy(dtype=bool)
+    ]
     for row in _rows(candidates):
         if row.id.lower() not in created_by_us or row.due_days is None:
             continue
@@ -307,7 +348,7 @@ def _due_date_lines(merged: pd.DataFrame, hire_dates: dict[str, date], created_b
 
 def _sync_unenroll_lines(
     active: pd.DataFrame,
-    wanted_keys: set[tuple[str, str]],
+    wanted_keys: pd.DataFrame,
     employee_by_user: dict[str, str],
     settled_active: set[str],
     created_by_us: set[str],
@@ -315,9 +356,20 @@ def _sync_unenroll_lines(
 ) -> list[dict]:
     lines = []
     open_rows = active.loc[~active["cur_complete"]]
+    employees = open_rows["user_key"].map(employee_by_user)
+    keep = employees.isin(settled_active)
+    if only_ours:
+        keep &= open_rows["id"].astype(str).str.lower().isin(created_by_us)
+    open_rows = open_rows.loc[keep.to_numpy(dtype=bool)]
+    still_wanted = (
+        open_rows[["user_key", "course_key"]]
+        .merge(wanted_keys.drop_duplicates(), how="left", on=["user_key", "course_key"], indicator=True)[
+            "_merge"
+        ]
+        .eq("both")
+    )
+    open_rows = open_rows.loc[~still_wanted.to_numpy(dtype=bool)]
     for row in _rows(open_rows):
-        if (row.user_key, row.course_key) in wanted_keys:
-            continue
         employee = employee_by_user.get(row.user_key)
         if employee is None or employee not in settled_active:
             continue
@@ -357,7 +409,8 @@ def _leaver_lines(
         if user_id is not None:
             term_by_user[str(user_id).lower()] = (str(employee_id), term)
     lines = []
-    for row in _rows(active.loc[~active["cur_complete"]]):
+    open_rows = active.loc[~active["cur_complete"]]
+    for row in _rows(open_rows.loc[open_rows["user_key"].isin(term_by_user).to_numpy(dtype=bool)]):
         if row.user_key not in term_by_user:
             continue
         employee, term = term_by_user[row.user_key]
