@@ -119,17 +119,15 @@ def _rule_course_pages(db_path: Path, course_ids: set[str]) -> int:
     return sum(counts.get(c, 0) // 1000 + 1 for c in course_ids)
 
 
-def _print_tasks(label: str, runs: list[dict]) -> bool:
+def _print_tasks(label: str, runs: list[dict]) -> None:
+    """Per task in ``dag.test`` (one process: a task's peak includes what earlier tasks left)."""
     from bench.bench_scale import _spread
 
-    ok = True
     for task in runs[0]["tasks"]:
         walls = [r["tasks"][task]["seconds"] for r in runs if task in r["tasks"]]
         peak = max(r["tasks"][task]["peak_rss_mb"] for r in runs if task in r["tasks"])
         calls = sorted({r["tasks"][task]["requests"] for r in runs if task in r["tasks"]})
-        ok &= peak <= SYNC_TASK_RSS_LIMIT_MB
         print(f"    [{label}] {task:22s} wall {_spread(walls)} s; peak RSS {peak:.0f} MB; requests {calls}")
-    return ok
 
 
 def _sync_env(server, workdir: Path) -> dict:
@@ -148,6 +146,32 @@ def _run(env: dict, *args: str) -> dict:
     from bench.bench_scale import _run_child
 
     return _run_child(env, *args, module="bench.scale_sync")
+
+
+def _probe_tasks(env: dict, workdir: Path, run: dict, feed: Path) -> bool:
+    """The data-heavy tasks, each alone in a fresh process, in order, on a copy of a no-op run's folder
+    (the light ones, gate/apply/verify of a no-op, only read small files)."""
+    import shutil
+
+    probe = workdir / "probe-sync"
+    shutil.rmtree(probe, ignore_errors=True)
+    probe.mkdir()
+    rules = str(ROOT / "include" / "rules" / "enrollment_rules.yaml")
+    ok = True
+    print("[sync] the data-heavy tasks alone in fresh processes (peak RSS = the process's ru_maxrss):")
+    for task in PROBED_TASKS:
+        result = _run(env, "task", task, str(probe), str(feed), rules)
+        ok &= result["peak_rss_mb"] <= SYNC_TASK_RSS_LIMIT_MB
+        print(
+            f"    {task:18s} wall {result['seconds']:.1f}s; peak RSS {result['peak_rss_mb']:.0f} MB "
+            f"(limit {SYNC_TASK_RSS_LIMIT_MB}); start-up {result['import_seconds']:.2f}s, "
+            f"{result['rss_after_imports_mb']:.0f} MB after imports; imports GX: "
+            f"{'yes' if result['great_expectations'] else 'no'}, matplotlib: "
+            f"{'yes' if result['matplotlib'] else 'no'}",
+            flush=True,
+        )
+    shutil.rmtree(probe, ignore_errors=True)
+    return ok
 
 
 def scenario_sync(server, workdir: Path, runs: int, seed: str) -> bool:
@@ -200,7 +224,8 @@ def scenario_sync(server, workdir: Path, runs: int, seed: str) -> bool:
         f"[sync] no-op plan_enrollments requests {sorted({r['tasks']['plan_enrollments']['requests'] for r in noops})} "
         f"(minimum {minimum}: rule course pages + the catalogue)"
     )
-    rss_ok = _print_tasks("no-op", noops)
+    _print_tasks("no-op", noops)
+    rss_ok = _probe_tasks(env, workdir, noops[-1], feed)
     if seed != TARGET_SEED:
         print(f"[sync] targets apply at the '{TARGET_SEED}' seed")
         return True
@@ -209,7 +234,44 @@ def scenario_sync(server, workdir: Path, runs: int, seed: str) -> bool:
     return ok
 
 
-CHILDREN = {"sync": child_sync, "bare-read-back": child_bare_read_back}
+def child_task(task: str, folder: str, feed: str, rules_path: str) -> dict:
+    """One sync task's job function alone in a fresh process, as a Celery worker runs it."""
+    import resource
+    from datetime import date
+
+    started = time.monotonic()
+    from absorb_sync.jobs import hr_sync
+    from absorb_sync.jobs.runtime import make_hook, portal_state, storage_path
+
+    imported = time.monotonic()
+    rss_after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    path, hook = storage_path(folder), make_hook(None)
+    steps = {
+        "extract_feed": lambda: hr_sync.extract_feed(feed_path=feed, column_mapping="canonical", folder=path),
+        "validate_feed": lambda: hr_sync.gate_feed(
+            folder=path, state=portal_state(hook), today=date.today(), max_row_drift_pct=20.0
+        ),
+        "resolve_people": lambda: hr_sync.resolve_people(
+            folder=path, hook=hook, create_missing_users=False, dry_run=False, rules_path=rules_path
+        ),
+        "plan_enrollments": lambda: hr_sync.plan_changes(
+            folder=path, hook=hook, rules_path=rules_path, state=portal_state(hook), today=date.today()
+        ),
+    }
+    steps[task]()
+    return {
+        "seconds": time.monotonic() - imported,
+        "import_seconds": imported - started,
+        "rss_after_imports_mb": rss_after_imports,
+        "great_expectations": "great_expectations" in sys.modules,
+        "matplotlib": "matplotlib" in sys.modules,
+    }
+
+
+PROBED_TASKS = ("extract_feed", "validate_feed", "resolve_people", "plan_enrollments")
+
+
+CHILDREN = {"sync": child_sync, "bare-read-back": child_bare_read_back, "task": child_task}
 
 if __name__ == "__main__":
     kind, *rest = sys.argv[2:] if sys.argv[1:2] == ["--child"] else sys.argv[1:]
