@@ -21,6 +21,7 @@ nothing in Absorb, so it must not move the baseline either.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -303,7 +304,7 @@ def plan_changes(*, folder: ObjectStoragePath, hook: Any, rules_path: str, state
     # Writes of earlier runs whose answers were lost (a crash mid-apply) become provenance first,
     # judged against what Absorb holds now (only when the read is complete: a partial read cannot
     # tell "not written" from "not read").
-    journals = fold_into_state(state, current=None if incomplete else active_pairs(current))
+    journals = fold_into_state(state, current=None if incomplete else lambda: active_pairs(current))
 
     plan = build_plan(desired, people, users_by_employee_id, current, state.provenance_ids(), today)
     write_frame(folder / "plan.parquet", plan.lines)
@@ -482,19 +483,10 @@ def apply_plan(*, folder: ObjectStoragePath, hook: Any, state: Any, run_id: str,
     journal.begin(run_id)
     journal.intents(_intents(enroll_lines, removals, run_id))
     outcomes: list[dict] = []
-    if not enroll_lines.empty:
-        result = hook.bulk_enroll(
-            [_enroll_item(key, line) for key, line in enroll_lines.iterrows()], on_outcomes=journal.outcomes
-        )
-        outcomes.extend(result.outcomes)
-    if not removals.empty:
-        result = hook.bulk_unenroll(
-            removals["enrollment_id"].astype(str).tolist(), on_outcomes=journal.outcomes
-        )
-        key_by_id = {str(eid): key for key, eid in removals["enrollment_id"].items()}
-        outcomes += [
-            {**o, "key": key_by_id.get(str(o.get("enrollment_id")), o.get("key"))} for o in result.outcomes
-        ]
+    try:
+        outcomes += _apply_writes(hook, journal, enroll_lines, removals)
+    finally:
+        journal.flush()
     folded = fold_into_state(state, run_key(run_id))
     table = _outcome_table(lines, outcomes)
     write_csv(folder / "outcomes.csv", table)
@@ -506,6 +498,23 @@ def apply_plan(*, folder: ObjectStoragePath, hook: Any, state: Any, run_id: str,
         "failed": counts.get("failed", 0),
         "provenance": {"recorded": folded["created"], "adopted": folded["adopted"]},
     }
+
+
+def _apply_writes(hook: Any, journal: Any, enroll_lines: pd.DataFrame, removals: pd.DataFrame) -> list[dict]:
+    """The bulk enrollments, then the sync's own removals; every answer goes to the journal as it comes."""
+    outcomes: list[dict] = []
+    if not enroll_lines.empty:
+        items = [_enroll_item(key, line) for key, line in enroll_lines.iterrows()]
+        outcomes += hook.bulk_enroll(items, on_outcomes=journal.outcomes).outcomes
+    if not removals.empty:
+        result = hook.bulk_unenroll(
+            removals["enrollment_id"].astype(str).tolist(), on_outcomes=journal.outcomes
+        )
+        key_by_id = {str(eid): key for key, eid in removals["enrollment_id"].items()}
+        outcomes += [
+            {**o, "key": key_by_id.get(str(o.get("enrollment_id")), o.get("key"))} for o in result.outcomes
+        ]
+    return outcomes
 
 
 def _intents(enroll_lines: pd.DataFrame, removals: pd.DataFrame, run_id: str) -> list[dict]:
@@ -587,9 +596,9 @@ def verify_and_report(
     plan, meta = load_plan(folder)
     lines = plan.lines
     applied = summaries.get("apply", {})
-    mismatches = pd.DataFrame()
+    mismatches, read_back = pd.DataFrame(), None
     if not dry_run and not lines.empty:
-        mismatches = _read_back(hook, lines, read_frame(folder / "current.parquet"))
+        mismatches, read_back = _read_back(hook, lines, read_frame(folder / "current.parquet"))
         write_csv(folder / "verification.csv", mismatches)
     failed = int(applied.get("failed", 0) or 0)
     new_leavers = sorted(set(meta["leavers"]) - set(state.last_leavers()))
@@ -603,6 +612,7 @@ def verify_and_report(
         "outcomes": applied.get("counts", {}),
         "failed_writes": failed,
         "verification_mismatches": len(mismatches),
+        "read_back": read_back,
         "rejected_rows": summaries.get("feed_gate", {}).get("rejected", 0),
         "missing_people": len(meta["missing_people"]),
         "leavers_handed_over": [] if dry_run else handover,
@@ -643,19 +653,23 @@ def handover_provenance(state: Any, run_id: str, source: Mapping[str, Any]) -> d
     }
 
 
-def _read_back(hook: Any, lines: pd.DataFrame, current: pd.DataFrame | None = None) -> pd.DataFrame:
+def _read_back(
+    hook: Any, lines: pd.DataFrame, current: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, dict]:
     """Plan lines of the sync that Absorb does not reflect.
 
     Only what the apply touched is read again, the cheaper way: the touched users through
     ``/bulk/studentcourses`` (100 users a call), or the touched courses page by page (their
-    size known from the plan's own read of them).
+    size known from the plan's own read of them). Returns the mismatches and what the reads cost.
     """
     import pandas as pd
 
     ours = lines[lines["handled_by"] == "sync"]
     users = sorted(set(ours["user_id"].dropna().astype(str)))
     courses = sorted(set(ours["course_id"].dropna().astype(str)))
-    seen = _touched_enrollments(hook, users, courses, current)
+    started = time.monotonic()
+    seen, mode, calls = _touched_enrollments(hook, users, courses, current)
+    cost = {"mode": mode, "calls": calls, "seconds": round(time.monotonic() - started, 2)}
     seen = seen[seen["isActive"].fillna(True).astype(bool)]
     seen = seen[seen["userId"].astype(str).str.lower().isin({u.lower() for u in users})]
     active = {
@@ -674,12 +688,13 @@ def _read_back(hook: Any, lines: pd.DataFrame, current: pd.DataFrame | None = No
                     "problem": problem,
                 }
             )
-    return pd.DataFrame(problems, columns=["action", "employee_id", "course_id", "enrollment_id", "problem"])
+    columns = ["action", "employee_id", "course_id", "enrollment_id", "problem"]
+    return pd.DataFrame(problems, columns=columns), cost
 
 
 def _touched_enrollments(
     hook: Any, users: list[str], courses: list[str], current: pd.DataFrame | None
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, str, int]:
     """Enrollments of ``users`` in ``courses``, by bulk user reads or by course pages: fewer calls wins."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -693,13 +708,13 @@ def _touched_enrollments(
         frame, incomplete = read_course_enrollments(hook, courses)
         if incomplete:
             raise VerificationError(f"cannot verify: read-back of courses incomplete: {incomplete[:3]}")
-        return frame
+        return frame, "course pages", course_calls
     chunks = [users[i : i + BULK_READ_USERS] for i in range(0, len(users), BULK_READ_USERS)]
     workers = max(1, min(int(hook.settings.max_concurrency), len(chunks)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="absorb-verify") as pool:
         pages = list(pool.map(lambda chunk: hook.list_bulk_student_courses(chunk, courses), chunks))
     rows = [row for page in pages for row in page]
-    return pd.DataFrame(rows).reindex(columns=ENROLLMENT_COLUMNS)
+    return pd.DataFrame(rows).reindex(columns=ENROLLMENT_COLUMNS), "bulk user reads", user_calls
 
 
 def _line_problem(
