@@ -158,7 +158,8 @@ def test_a_leaver_rehired_before_the_hand_over_runs_keeps_everything(world, hand
     run = run_dag(UNENROLL, world.output, handover)  # the hand-over queued before the correction
     assert run.succeeded, run.tasks
     after = open_enrollments(hook, handover["people"])
-    assert after[rehired] == before[rehired], "a rehired person lost enrollments"
+    # kept every open enrollment (the sync may add one, e.g. a recurring course due again today)
+    assert before[rehired] <= after[rehired], "a rehired person lost enrollments"
     assert others and all(not after[p] for p in others)
     skipped = pd.read_csv(run.folder / "skipped.csv", dtype=str)
     assert skipped["person"].tolist() == [rehired]
