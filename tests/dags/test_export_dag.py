@@ -158,3 +158,5 @@ def test_full_export_by_completion_day_streams_every_row_once(world, tmp_path):
     summary, counts = run.json("summary.json"), run.json("export_aggregates.json")
     assert summary["rows"] == counts["rows"] == table.num_rows
     assert summary["completed"] == sum(table.column("is_completed").to_pylist())
+    report = run.text("compliance_report.html")  # a later full export: the trend has earlier points
+    assert "One point per export run" in report and "appears here from the second export" not in report

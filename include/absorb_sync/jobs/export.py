@@ -338,15 +338,16 @@ def report_and_record(
 ) -> dict:
     """Compliance report (HTML + charts) from the extract's aggregates, run summary, and the
     export recorded in the state."""
-    from absorb_sync.export_report import ComplianceAggregates, compliance_html
+    from absorb_sync.export_report import ComplianceAggregates, compliance_html, load_history
     from absorb_sync.report import write_html
 
     aggregates = ComplianceAggregates.from_json(read_json(folder / "export_aggregates.json"))
     scope = "full export" if window["full"] else f"enrollments edited {window['since']} .. {window['until']}"
-    report = write_html(
-        folder / "compliance_report.html",
-        compliance_html(aggregates, title=f"Absorb completion export {run_id}", scope=scope, now=now),
+    history = load_history(folder) if window["full"] else ()  # earlier full exports' aggregates
+    html = compliance_html(
+        aggregates, title=f"Absorb completion export {run_id}", scope=scope, now=now, history=history
     )
+    report = write_html(folder / "compliance_report.html", html)
     summary = {
         "run_id": run_id,
         "full": window["full"],
