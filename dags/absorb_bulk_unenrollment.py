@@ -13,9 +13,13 @@ typo) are skipped and listed with the reason. Hand-typed runs are not affected. 
    by employee id, email/username or Absorb user id with one paged read of the users; their
    active enrollments are read (paged), optionally only some `courses` per person. Completed
    enrollments are kept unless `include_completed`.
-2. **gate** — refuses more than `max_count` enrollments, people over `max_share_pct` % of the
+2. **gate** — holds more than `max_count` enrollments, people over `max_share_pct` % of the
    active users, or a people list of which more than `max_unresolved_pct` % match nobody, unless
    `override_thresholds` with an `override_reason`.
+2b. **approve** — only when the gate held the run (otherwise skipped at once): it waits under
+   *Browse → Required actions* with what would be removed. **Approve** (comment required) →
+   unenroll; **Reject** → nothing written, the run succeeds and says who rejected it; **no answer**
+   within `approval_timeout_hours` (24) → nothing written, the run fails. `on_hold: fail` fails at once.
 3. **unenroll** — `bulk_unenroll` in batches (skipped on `dry_run`); an enrollment that another
    run removed first counts as done.
 4. **verify_and_report** — reads the people's enrollments back (the targets must be gone) and
@@ -29,16 +33,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from absorb_sync.dag_defaults import API_TASK, DEFAULT_ARGS, connection_and_output_params
+from absorb_sync.approval import PlanApprovalOperator, approval_params
+from absorb_sync.dag_defaults import API_TASK, DEFAULT_ARGS, connection_and_output_params, people_list
 from airflow.sdk import Param, dag, task
 
 PARAMS = {
     "people": Param(
-        [],
-        type="array",
+        None,
+        type=["null", "string", "array"],
         items={"type": ["string", "object"]},
         title="People",
-        description='Employee ids, emails or user ids; or objects {"person": "E000123", "courses": [ids or names]}.',
+        description="One per line: employee id, email or Absorb user id (commas also separate). A JSON list "
+        'works too, and a line may be {"person": "E000123", "courses": ["course id or exact name"]}. '
+        "Their open enrollments are REMOVED when you trigger: tick Dry run first to only see the list.",
     ),
     "people_file": Param(
         None,
@@ -59,7 +66,13 @@ PARAMS = {
         title="Include completed",
         description="Also remove completed enrollments (erases compliance history: normally off).",
     ),
-    "dry_run": Param(False, type="boolean", title="Dry run", description="Resolve and report only."),
+    "dry_run": Param(
+        False,
+        type="boolean",
+        title="Dry run",
+        description="Off by default: a run REMOVES the enrollments it finds (within the gate's limits). "
+        "Tick to resolve and report only.",
+    ),
     "max_count": Param(
         500,
         type="integer",
@@ -105,6 +118,7 @@ PARAMS = {
     "override_reason": Param(
         None, type=["null", "string"], title="Override reason", description="Recorded in the report."
     ),
+    **approval_params(),
     **connection_and_output_params(),
 }
 
@@ -121,7 +135,12 @@ PARAMS = {
     default_args=DEFAULT_ARGS,
 )
 def absorb_bulk_unenrollment():
-    @task(**API_TASK)
+    @task(
+        task_display_name="Find people and enrollments",
+        doc_md="Matches the people (employee id, email, user id), re-checks a sync's hand-over, reads their "
+        "open enrollments into targets.csv.",
+        **API_TASK,
+    )
     def resolve_targets() -> dict:
         from absorb_sync.jobs import unenroll
         from absorb_sync.jobs.runtime import current_run
@@ -136,7 +155,7 @@ def absorb_bulk_unenrollment():
             max_age_hours=run.params["max_handover_age_hours"],
         )
         requests, skipped = unenroll.collect_requests(
-            people=run.params["people"],
+            people=people_list(run.params["people"]),
             people_file=run.params["people_file"],
             use_last_leavers=run.params["use_last_leavers"],
             state=state,
@@ -151,7 +170,12 @@ def absorb_bulk_unenrollment():
             handover=handover,
         )
 
-    @task(retries=0)
+    @task(
+        task_display_name="GATE · removal limits",
+        doc_md="**Gate.** Holds more than `max_count` enrollments, people over `max_share_pct` % of active users, "
+        "or a list most of whose people match nobody, for approval. Verdict in decision.json.",
+        retries=0,
+    )
     def gate(resolved: dict) -> dict:
         from absorb_sync.jobs import unenroll
         from absorb_sync.jobs.runtime import current_run
@@ -165,9 +189,15 @@ def absorb_bulk_unenrollment():
             max_unresolved_pct=run.params["max_unresolved_pct"],
             override=run.params["override_thresholds"],
             override_reason=run.params["override_reason"],
+            dry_run=run.params["dry_run"],
         )
 
-    @task(**API_TASK)
+    @task(
+        task_display_name="Remove enrollments",
+        doc_md="bulk_unenroll in batches (nothing on a dry run). Runs when the gate passed, or a person approved.",
+        trigger_rule="none_failed_min_one_success",
+        **API_TASK,
+    )
     def unenroll(decision: dict) -> dict:
         from absorb_sync.jobs import unenroll as jobs
         from absorb_sync.jobs.runtime import current_run
@@ -177,14 +207,20 @@ def absorb_bulk_unenrollment():
             folder=run.folder, hook=run.hook(), state=run.state(), dry_run=run.params["dry_run"]
         )
 
-    @task(**API_TASK)
+    @task(
+        task_display_name="Verify and report",
+        doc_md="Reads the people's enrollments back (the targets must be gone); report.html, summary.json.",
+        **API_TASK,
+    )
     def verify_and_report(resolved: dict, decision: dict, applied: dict) -> dict:
         import logging
 
         from absorb_sync.jobs import unenroll as jobs
         from absorb_sync.jobs.runtime import current_run
+        from airflow.sdk import get_current_context
 
         run = current_run()
+        approval = get_current_context()["ti"].xcom_pull(task_ids="approve")
         summary = jobs.verify_and_report(
             folder=run.folder,
             hook=run.hook(),
@@ -195,6 +231,7 @@ def absorb_bulk_unenrollment():
                 "gate": decision,
                 "unenroll": applied,
                 "reason": run.params["reason"],
+                "approval": approval,
             },
         )
         logging.getLogger(__name__).info("unenrollment summary: %s", summary)
@@ -202,7 +239,18 @@ def absorb_bulk_unenrollment():
 
     resolved = resolve_targets()
     decision = gate(resolved)
-    verify_and_report(resolved, decision, unenroll(decision))
+    approval = PlanApprovalOperator(
+        task_id="approve",
+        kind="unenroll",
+        decision_task_id="gate",
+        task_display_name="APPROVAL · held removal",
+        doc_md="**Human decision**, only when the gate held the run (skipped otherwise). Approve (comment "
+        "required) → unenroll; Reject or no answer within `approval_timeout_hours` → nothing written.",
+        retries=0,
+    )
+    removed = unenroll(decision)
+    decision >> approval >> removed
+    verify_and_report(resolved, decision, removed)
 
 
 absorb_bulk_unenrollment()

@@ -11,10 +11,16 @@ Keeps Absorb LMS enrollments in line with the HR system, every day and on demand
 3. **resolve_people** — employee id = Absorb `externalId`, one paged read of the users.
 4. **plan_enrollments** — rules (`rules_path`) + current enrollments of the rule courses (paged)
    → a plan of enroll / re_enroll / update_due_date / unenroll lines, each with a reason.
-5. **gate_plan** — refuses removals over `max_removal_pct`, additions over `max_additions`,
-   a short or failed read, or a feed that shrank — unless `override_thresholds` with an
-   `override_reason` (recorded in the report). It also holds the **first apply against a portal**
-   (no feed accepted for that portal yet) unless the run has `initial_load` ticked.
+5. **gate_plan** — holds a plan removing over `max_removal_pct`, adding over `max_additions`, on
+   a feed that shrank, or the **first apply against a portal** (no feed accepted for it yet,
+   without `initial_load`) — unless `override_thresholds` with an `override_reason` (recorded; an
+   override never stands in for `initial_load`). An incomplete Absorb read fails the run here:
+   nothing to approve.
+5b. **approve_plan** — only when the gate held the plan (otherwise skipped at once): the run
+   waits under *Browse → Required actions* with what the plan would do. **Approve** (comment
+   required) → apply; **Reject** → everything after is skipped, nothing written, the run succeeds
+   and says who rejected it; **no answer** within `approval_timeout_hours` (24) → the same, but the
+   run fails. `on_hold: fail` fails at once instead of waiting.
 6. **apply_plan** — bulk writes (skipped on `dry_run`); every write journalled as it happens, so
    provenance survives a crash.
 7. **verify_and_report** — reads Absorb back, writes `report.html`, `summary.json`, CSVs.
@@ -35,12 +41,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from absorb_sync.dag_defaults import API_TASK, DEFAULT_ARGS, connection_and_output_params
+from absorb_sync.approval import PlanApprovalOperator, approval_params
+from absorb_sync.dag_defaults import (
+    API_TASK,
+    DEFAULT_ARGS,
+    GATE_TASK,
+    MAPPING_PRESETS,
+    connection_and_output_params,
+    effective_mapping,
+    sync_deadline,
+)
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
 PROJECT = Path(__file__).resolve().parents[1]
-GATE_TASK = {"retries": 0}  # a gate's verdict does not change on retry
+DAG_ID = "absorb_hr_enrollment_sync"
 
 PARAMS = {
     "feed_path": Param(
@@ -50,11 +65,25 @@ PARAMS = {
         title="HR feed",
         description="Path or URL (ObjectStoragePath: local, s3://, gs://...) of the HR feed CSV.",
     ),
-    "column_mapping": Param(
+    "mapping_preset": Param(
         "canonical",
-        type=["string", "object"],
-        title="Column mapping",
-        description="Preset (canonical, workday, bamboohr, adp), path to a mapping YAML, or a mapping object.",
+        type="string",
+        enum=[*MAPPING_PRESETS, "custom"],
+        values_display={
+            "canonical": "canonical (our column names)",
+            "workday": "Workday report",
+            "bamboohr": "BambooHR report",
+            "adp": "ADP report",
+            "custom": "custom: the Custom column mapping below",
+        },
+        title="Column mapping preset",
+        description="How the feed's headers map to ours (docs/feed-mapping.md). Pick custom to use the field below.",
+    ),
+    "column_mapping": Param(
+        None,
+        type=["null", "string", "object"],
+        title="Custom column mapping",
+        description="A mapping YAML path, or a mapping object (JSON). When set, it wins over the preset.",
     ),
     "rules_path": Param(
         str(PROJECT / "include" / "rules" / "enrollment_rules.yaml"),
@@ -113,12 +142,13 @@ PARAMS = {
         title="Create missing users",
         description="Create Absorb users for active people not found by employee id (off: only reported).",
     ),
+    **approval_params(),
     **connection_and_output_params(),
 }
 
 
 @dag(
-    dag_id="absorb_hr_enrollment_sync",
+    dag_id=DAG_ID,
     schedule="@daily",
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
@@ -127,9 +157,14 @@ PARAMS = {
     tags=["absorb", "hr", "enrollments"],
     params=PARAMS,
     default_args=DEFAULT_ARGS,
+    deadline=sync_deadline(DAG_ID),
 )
 def absorb_hr_enrollment_sync():
-    @task(**GATE_TASK)
+    @task(
+        task_display_name="Read HR feed",
+        doc_md="Checks the run's inputs (rules, mapping, Params), copies the feed into the run folder and maps its columns.",
+        **GATE_TASK,
+    )
     def extract_feed() -> dict:
         from absorb_sync.jobs import hr_sync
         from absorb_sync.jobs.runtime import current_run
@@ -137,15 +172,20 @@ def absorb_hr_enrollment_sync():
         run = current_run()
         hr_sync.validate_inputs(
             rules_path=run.params["rules_path"],
-            column_mapping=run.params["column_mapping"],
+            column_mapping=effective_mapping(run.params),
             override=run.params["override_thresholds"],
             override_reason=run.params["override_reason"],
         )
         return hr_sync.extract_feed(
-            feed_path=run.params["feed_path"], column_mapping=run.params["column_mapping"], folder=run.folder
+            feed_path=run.params["feed_path"], column_mapping=effective_mapping(run.params), folder=run.folder
         )
 
-    @task(**GATE_TASK)
+    @task(
+        task_display_name="GATE · feed checks",
+        doc_md="**Gate.** Great Expectations on the feed: bad rows go to rejects.csv; a table-level "
+        "failure (schema, duplicates, row-count drift) stops the run before any read or write.",
+        **GATE_TASK,
+    )
     def validate_feed(extracted: dict) -> dict:
         from absorb_sync.jobs import hr_sync
         from absorb_sync.jobs.runtime import current_run
@@ -158,7 +198,11 @@ def absorb_hr_enrollment_sync():
             max_row_drift_pct=run.params["max_row_drift_pct"],
         )
 
-    @task(**API_TASK)
+    @task(
+        task_display_name="Match people in Absorb",
+        doc_md="Employee id = Absorb externalId, one paged read of the users (creates missing users if asked).",
+        **API_TASK,
+    )
     def resolve_people(feed_gate: dict) -> dict:
         from absorb_sync.jobs import hr_sync
         from absorb_sync.jobs.runtime import current_run
@@ -172,7 +216,11 @@ def absorb_hr_enrollment_sync():
             rules_path=run.params["rules_path"],
         )
 
-    @task(**API_TASK)
+    @task(
+        task_display_name="Plan enrollments",
+        doc_md="Rules + current enrollments → plan.csv: enroll, re-enroll, due-date and unenroll lines with reasons.",
+        **API_TASK,
+    )
     def plan_enrollments(people: dict) -> dict:
         from absorb_sync.jobs import hr_sync
         from absorb_sync.jobs.runtime import current_run
@@ -186,7 +234,13 @@ def absorb_hr_enrollment_sync():
             today=run.today,
         )
 
-    @task(**GATE_TASK)
+    @task(
+        task_display_name="GATE · plan thresholds",
+        doc_md="**Gate.** Holds a plan over `max_removal_pct` / `max_additions`, on a shrunken feed, or a first "
+        "apply on a portal (without `initial_load`) for approval; fails on an incomplete Absorb read. "
+        "Verdict in plan_decision.json.",
+        **GATE_TASK,
+    )
     def gate_plan(planned: dict, feed_gate: dict) -> dict:
         from absorb_sync.jobs import hr_sync
         from absorb_sync.jobs.runtime import current_run
@@ -205,7 +259,12 @@ def absorb_hr_enrollment_sync():
             override_reason=run.params["override_reason"],
         )
 
-    @task(**API_TASK)
+    @task(
+        task_display_name="Apply plan to Absorb",
+        doc_md="Bulk writes, each journalled as it happens. Runs when the gate passed, or a person approved.",
+        trigger_rule="none_failed_min_one_success",
+        **API_TASK,
+    )
     def apply_plan(decision: dict) -> dict:
         from absorb_sync.jobs import hr_sync
         from absorb_sync.jobs.runtime import current_run
@@ -219,26 +278,32 @@ def absorb_hr_enrollment_sync():
             dry_run=run.params["dry_run"],
         )
 
-    @task(**API_TASK)
+    @task(
+        task_display_name="Verify and report",
+        doc_md="Reads Absorb back, writes report.html and summary.json (with who approved a held plan).",
+        **API_TASK,
+    )
     def verify_and_report(feed_gate: dict, decision: dict, applied: dict) -> dict:
         import logging
 
         from absorb_sync.jobs import hr_sync
         from absorb_sync.jobs.runtime import current_run
+        from airflow.sdk import get_current_context
 
         run = current_run()
+        approval = get_current_context()["ti"].xcom_pull(task_ids="approve_plan")
         summary = hr_sync.verify_and_report(
             folder=run.folder,
             hook=run.hook(),
             state=run.state(),
             run_id=run.run_id,
             dry_run=run.params["dry_run"],
-            summaries={"feed_gate": feed_gate, "plan_gate": decision, "apply": applied},
+            summaries={"feed_gate": feed_gate, "plan_gate": decision, "apply": applied, "approval": approval},
         )
         logging.getLogger(__name__).info("sync summary: %s", summary)
         return summary
 
-    @task.short_circuit
+    @task.short_circuit(task_display_name="Leavers to hand over?")
     def leavers_to_hand_over(summary: dict) -> dict | None:
         """The unenrollment conf, or nothing (dry run, or no new leavers): then the trigger is skipped."""
         people = summary.get("leavers_handed_over") or []
@@ -252,9 +317,21 @@ def absorb_hr_enrollment_sync():
 
     feed_gate = validate_feed(extract_feed())
     decision = gate_plan(plan_enrollments(resolve_people(feed_gate)), feed_gate)
-    summary = verify_and_report(feed_gate, decision, apply_plan(decision))
+    approval = PlanApprovalOperator(
+        task_id="approve_plan",
+        kind="sync",
+        decision_task_id="gate_plan",
+        task_display_name="APPROVAL · held plan",
+        doc_md="**Human decision**, only when the gate held the plan (skipped otherwise). Approve (comment "
+        "required) → apply; Reject or no answer within `approval_timeout_hours` → nothing written.",
+        retries=0,
+    )
+    applied = apply_plan(decision)
+    decision >> approval >> applied
+    summary = verify_and_report(feed_gate, decision, applied)
     TriggerDagRunOperator(
         task_id="trigger_unenrollment",
+        task_display_name="Hand leavers to unenrollment",
         trigger_dag_id="absorb_bulk_unenrollment",
         conf=leavers_to_hand_over(summary),
         trigger_run_id="leavers__{{ run_id }}",

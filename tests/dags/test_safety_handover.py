@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 from conftest import read_rows, write_rows
-from dagtools import dagbag, run_dag
+from dagtools import Answer, dagbag, run_dag, run_dag_answering
 
 SYNC = "absorb_hr_enrollment_sync"
 UNENROLL = "absorb_bulk_unenrollment"
@@ -77,9 +77,13 @@ def open_enrollments(hook, employee_ids) -> dict[str, set[str]]:
 
 def test_a_first_apply_without_initial_load_plans_reports_and_writes_nothing(world, baseline):
     writes = world.writes()
-    run = run_dag(SYNC, world.output, {"feed_path": str(baseline)})
-    assert run.state == "failed" and run.tasks["gate_plan"] == "failed", run.tasks
-    assert run.tasks["apply_plan"] == "upstream_failed"
+    answer = Answer("Reject", comment="look at the plan first")
+    run = run_dag_answering(
+        SYNC, world.output, {"feed_path": str(baseline)}, "approve_plan", answer, on_waiting=world.writes
+    )
+    assert answer.seen["on_waiting"] == writes  # it waited for a person with nothing written
+    assert run.tasks["gate_plan"] == "success" and run.tasks["approve_plan"] == "success", run.tasks
+    assert run.tasks["apply_plan"] == "skipped"
     assert world.writes() == writes
     decision = run.json("plan_decision.json")
     assert decision["first_apply"] and not decision["allowed"]
@@ -94,10 +98,17 @@ def test_a_threshold_override_does_not_stand_in_for_initial_load(world, baseline
     run = run_dag(
         SYNC,
         world.output,
-        {"feed_path": str(baseline), "override_thresholds": True, "override_reason": "ticket HR-1"},
+        {
+            "feed_path": str(baseline),
+            "override_thresholds": True,
+            "override_reason": "ticket HR-1",
+            "on_hold": "fail",  # still held (only a person or initial_load lifts it): fail, don't wait
+        },
     )
-    assert run.state == "failed" and run.tasks["gate_plan"] == "failed", run.tasks
+    assert run.state == "failed" and run.tasks["approve_plan"] == "failed", run.tasks
+    assert run.tasks["apply_plan"] == "upstream_failed"
     assert world.writes() == writes
+    assert run.json("plan_decision.json")["held"] is True
 
 
 # ----------------------------------------------------------------------- item 1: hand-overs
@@ -179,8 +190,9 @@ def test_the_unenrollment_runs_one_at_a_time():
 def test_a_people_list_that_matches_almost_nobody_is_refused(world, handover):
     people = ["E990001", "E990002", "E990003", handover["people"][0]]
     writes = world.writes()
-    run = run_dag(UNENROLL, world.output, {"people": people})
-    assert run.state == "failed" and run.tasks["gate"] == "failed", run.tasks
+    run = run_dag(UNENROLL, world.output, {"people": people, "on_hold": "fail"})
+    assert run.state == "failed" and run.tasks["approve"] == "failed", run.tasks
+    assert run.tasks["unenroll"] == "upstream_failed"
     assert world.writes() == writes
     reason = run.json("decision.json")["reasons"][0]
     assert "3 of 4 people match no Absorb user" in reason and "E990001" in reason

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from absorb_sync.jobs.runtime import DEFAULT_RULES_PATH
 from conftest import read_rows, write_rows
-from dagtools import all_enrollments, run_dag
+from dagtools import Answer, all_enrollments, run_dag, run_dag_answering
 
 SYNC = "absorb_hr_enrollment_sync"
 UNENROLL = "absorb_bulk_unenrollment"
@@ -190,12 +190,18 @@ def test_a_mass_termination_is_refused_then_applied_with_an_override(world, chan
         row.update(status="terminated", termination_date=yesterday)
     mass = write_rows(world.root / "feeds" / "mass_termination.csv", header, rows)
     writes = world.writes()
-    refused = run_dag(SYNC, world.output, {"feed_path": str(mass)})
-    assert refused.state == "failed"
-    assert refused.tasks["gate_plan"] == "failed" and refused.tasks["apply_plan"] == "upstream_failed"
+    answer = Answer("Reject", comment="not before the works council signs, HR-1234")
+    refused = run_dag_answering(
+        SYNC, world.output, {"feed_path": str(mass)}, "approve_plan", answer, on_waiting=world.writes
+    )
+    assert answer.seen["on_waiting"] == writes  # held: nothing written while it waited
+    assert refused.state == "success", refused.tasks  # a person rejected it: a clean end
+    assert refused.tasks["gate_plan"] == "success" and refused.tasks["apply_plan"] == "skipped"
     assert world.writes() == writes
     decision = refused.json("plan_decision.json")
     assert not decision["allowed"] and any("max_removal_pct" in r for r in decision["reasons"])
+    assert "max_removal_pct" in answer.seen["body"]
+    assert refused.json("summary.json")["approval"]["decision"] == "rejected"
 
     reason = "reorganisation approved in ticket HR-1234"
     applied = run_dag(
@@ -204,6 +210,7 @@ def test_a_mass_termination_is_refused_then_applied_with_an_override(world, chan
     assert applied.succeeded, applied.tasks
     gate = applied.json("summary.json")["plan_gate"]
     assert gate["overridden"] and gate["override_reason"] == reason
+    assert applied.tasks["approve_plan"] == "skipped"  # an override never waits
     assert reason in applied.text("report.html")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from conftest import write_rows
-from dagtools import run_dag
+from dagtools import Answer, run_dag, run_dag_answering
 
 UNENROLL = "absorb_bulk_unenrollment"
 COMPLETE = 3
@@ -63,16 +63,38 @@ def test_dry_run_resolves_every_kind_of_reference(world, cast):
     assert "Enrollments to remove" in run.text("report.html")
 
 
-def test_gate_refuses_more_than_max_count(world, cast):
+def test_gate_holds_more_than_max_count_and_a_rejection_writes_nothing(world, cast):
     writes = world.writes()
-    run = run_dag(
-        UNENROLL, world.output, {"people_file": cast["file"], "use_last_leavers": True, "max_count": 1}
+    answer = Answer("Reject", comment="too many, check the file")
+    run = run_dag_answering(
+        UNENROLL,
+        world.output,
+        {"people_file": cast["file"], "use_last_leavers": True, "max_count": 1},
+        "approve",
+        answer,
+        on_waiting=world.writes,
     )
-    assert (
-        run.state == "failed" and run.tasks["gate"] == "failed" and run.tasks["unenroll"] == "upstream_failed"
-    )
+    assert answer.seen["on_waiting"] == writes
+    assert run.state == "success" and run.tasks["gate"] == "success", run.tasks
+    assert run.tasks["unenroll"] == "skipped" and run.tasks["verify_and_report"] == "skipped"
     assert world.writes() == writes
     assert "max_count 1" in run.json("decision.json")["reasons"][0]
+    summary = run.json("summary.json")
+    assert (
+        summary["approval"]["decision"] == "rejected"
+        and summary["approval"]["comment"] == "too many, check the file"
+    )
+
+
+def test_on_hold_fail_keeps_the_old_fail_at_the_gate(world, cast):
+    writes = world.writes()
+    run = run_dag(
+        UNENROLL,
+        world.output,
+        {"people_file": cast["file"], "use_last_leavers": True, "max_count": 1, "on_hold": "fail"},
+    )
+    assert run.state == "failed" and run.tasks["approve"] == "failed", run.tasks
+    assert run.tasks["unenroll"] == "upstream_failed" and world.writes() == writes
 
 
 def test_unenrollment_removes_only_the_open_enrollments_asked_for(world, cast):

@@ -56,7 +56,7 @@ class VerificationError(AirflowFailException):
 
 
 FIRST_APPLY_HELP = (
-    "re-trigger with initial_load=true to make this plan the portal's first load "
+    "or re-trigger with initial_load=true to make this plan the portal's first load "
     "(a scheduled run, or unpausing the DAG, never does that on its own)"
 )
 
@@ -440,21 +440,43 @@ def gate_plan(
         "initial_load": bool(initial_load and first_apply),
         "plan": plan.summary(),
     }
-    write_json(folder / "plan_decision.json", summary)
-    if not decision.allowed:
-        how = FIRST_APPLY_HELP if holds else "re-trigger with override_thresholds=true and an override_reason"
-        message = f"plan refused, nothing was written: {'; '.join(decision.reasons)} ({how})"
-        held = {
-            "run_id": run_id,
-            "dry_run": False,
-            "held": message,
-            "plan": plan.summary(),
-            "plan_gate": {k: v for k, v in summary.items() if k != "plan"},
-            "folder": str(folder),
-        }
-        _write_report(folder, held, plan.lines, None)
+    if not meta["reads_complete"]:
+        summary["held"] = False
+        write_json(folder / "plan_decision.json", summary)
+        message = (
+            f"plan refused, nothing was written: {'; '.join(decision.reasons)}. This cannot be approved "
+            "or overridden: re-run once Absorb answers every read in full"
+        )
+        _write_report(folder, _held_summary(run_id, message, plan, summary, folder), plan.lines, None)
         raise PlanRefusedError(f"{message}; plan and report in {folder}")
+    held = not decision.allowed and not dry_run
+    summary["held"] = held
+    if not decision.allowed and dry_run:  # a dry run writes nothing: nothing to approve
+        summary["would_hold"] = list(decision.reasons)
+    write_json(folder / "plan_decision.json", summary)
+    if held:
+        how = (
+            FIRST_APPLY_HELP
+            if holds
+            else "or re-trigger with override_thresholds=true and an override_reason"
+        )
+        message = (
+            f"plan held for approval, nothing written yet: {'; '.join(decision.reasons)} "
+            f"(approve it at the approve_plan task, {how})"
+        )
+        _write_report(folder, _held_summary(run_id, message, plan, summary, folder), plan.lines, None)
     return summary
+
+
+def _held_summary(run_id: str, message: str, plan: Any, gate: Mapping[str, Any], folder: Any) -> dict:
+    return {
+        "run_id": run_id,
+        "dry_run": False,
+        "held": message,
+        "plan": plan.summary(),
+        "plan_gate": {k: v for k, v in gate.items() if k != "plan"},
+        "folder": str(folder),
+    }
 
 
 # ---------------------------------------------------------------- 7. apply
@@ -618,6 +640,7 @@ def verify_and_report(
         "leavers_handed_over": [] if dry_run else handover,
         "handover": None if dry_run or not handover else handover_provenance(state, run_id, source),
         "plan_gate": {k: v for k, v in summaries.get("plan_gate", {}).items() if k != "plan"},
+        "approval": summaries.get("approval"),
         "folder": str(folder),
     }
     write_json(folder / "summary.json", summary)

@@ -360,9 +360,13 @@ def gate_targets(
     override: bool,
     override_reason: str | None,
     max_unresolved_pct: float = 50.0,
+    dry_run: bool = False,
 ) -> dict:
-    """Refuse more than ``max_count`` enrollments, people over ``max_share_pct`` % of active users,
-    or a people list of which more than ``max_unresolved_pct`` % match nobody (a wrong file)."""
+    """Hold more than ``max_count`` enrollments, people over ``max_share_pct`` % of active users,
+    or a people list of which more than ``max_unresolved_pct`` % match nobody (a wrong file).
+
+    A held decision (``held: true``) waits for a person at the DAG's approval task; an override
+    with a reason lets it through without waiting; a dry run writes nothing, so it never waits."""
     if override and not (override_reason or "").strip():
         raise ValueError("override_thresholds needs a non-empty override_reason")
     reasons = []
@@ -382,19 +386,25 @@ def gate_targets(
         reasons.append(
             f"{resolved['people_affected']} people = {share:.1f} % of active users > max_share_pct {max_share_pct}"
         )
+    allowed = not reasons or override
     decision = {
-        "allowed": not reasons or override,
+        "allowed": allowed,
+        "held": not allowed and not dry_run,
         "reasons": reasons,
         "overridden": bool(reasons and override),
         "override_reason": override_reason if override else None,
         "share_pct": round(share, 2),
     }
+    if not allowed and dry_run:
+        decision["would_hold"] = list(reasons)
     write_json(folder / "decision.json", decision)
-    if not decision["allowed"]:
-        raise UnenrollmentRefusedError(
-            "unenrollment refused, nothing was written: "
-            + "; ".join(reasons)
-            + " (re-trigger with override_thresholds=true and an override_reason to go ahead)"
+    if decision["held"]:
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "unenrollment held for approval, nothing written yet: %s (approve it at the approve task, "
+            "or re-trigger with override_thresholds=true and an override_reason)",
+            "; ".join(reasons),
         )
     return decision
 
@@ -440,6 +450,7 @@ def verify_and_report(
         "reason": summaries.get("reason"),
         "resolved": summaries.get("resolve", {}),
         "gate": summaries.get("gate", {}),
+        "approval": summaries.get("approval"),
         "outcomes": applied.get("counts", {}),
         "still_enrolled": len(still_there),
         "folder": str(folder),
