@@ -61,7 +61,7 @@ def test_last_feed_people_finds_the_accepted_snapshot(tmp_path):
     people = pd.DataFrame({"employee_id": ["E000001"], "department": ["Legal"]})
     write_frame(root / "absorb_hr_enrollment_sync" / run_key("scheduled__x:1") / "accepted.parquet", people)
     state.record_accepted_feed(row_count=1, active_count=1, run_id="scheduled__x:1", leavers=["E000009"])
-    assert last_feed_people(state, root).to_dict("records") == people.to_dict("records")
+    assert last_feed_people(state, root).to_pylist() == people.to_dict("records")  # an Arrow table
 
 
 def test_unenrollment_requests_merge_per_person():
