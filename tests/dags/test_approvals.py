@@ -210,3 +210,65 @@ def test_notifications_are_off_without_recipients(world, mail):
     run = run_dag(UNENROLL, world.output, {"people": people, "max_count": 0, "on_hold": "fail"})
     assert run.state == "failed"
     assert len(mail.texts()) == before
+
+
+def test_a_deadline_alert_mails_when_configured(mail, monkeypatch):
+    """The daily sync carries a DeadlineAlert only when ABSORB_DEADLINE_HOURS and recipients are
+    set; its callback mails them through the SMTP connection."""
+    import subprocess
+    import sys
+
+    from absorb_sync.approval import deadline_missed
+    from dagtools import DAGS_FOLDER
+
+    probe = (
+        "import sys; from airflow.dag_processing.dagbag import DagBag\n"
+        "d = DagBag(dag_folder=sys.argv[1]).dags['absorb_hr_enrollment_sync']\n"
+        "print(repr([(a.interval.total_seconds(), a.callback.path, a.callback.kwargs) for a in d.deadline or []]))"
+    )
+    env = {**os.environ, "ABSORB_DEADLINE_HOURS": "6", "ABSORB_NOTIFY_EMAILS": "ops@example.com"}
+    on = subprocess.run(
+        [sys.executable, "-c", probe, str(DAGS_FOLDER)], env=env, capture_output=True, text=True
+    )
+    assert on.returncode == 0, on.stderr[-2000:]
+    assert "21600.0" in on.stdout and "absorb_sync.approval.deadline_missed" in on.stdout
+    assert "ops@example.com" in on.stdout
+    env.pop("ABSORB_DEADLINE_HOURS")
+    off = subprocess.run(
+        [sys.executable, "-c", probe, str(DAGS_FOLDER)], env=env, capture_output=True, text=True
+    )
+    assert off.returncode == 0 and off.stdout.strip().endswith("[]"), off.stdout
+
+    before = len(mail.texts())
+    deadline_missed(
+        dag_id=SYNC,
+        emails=["ops@example.com"],
+        smtp_conn_id="smtp_sink",
+        context={"dag_run": {"run_id": "r1"}},
+    )
+    sent = mail.texts()[before:]
+    assert len(sent) == 1 and "has not succeeded by its deadline" in sent[0] and "r1" in sent[0]
+
+
+def test_people_lines_and_mapping_presets():
+    from absorb_sync.dag_defaults import effective_mapping, people_list
+    from absorb_sync.jobs.runtime import InputError
+
+    text = 'E000001\n\n# a comment\nann@example.com, E000002\n{"person": "E000003", "courses": ["Code of Conduct"]}\n'
+    assert people_list(text) == [
+        "E000001",
+        "ann@example.com",
+        "E000002",
+        {"person": "E000003", "courses": ["Code of Conduct"]},
+    ]
+    assert (
+        people_list('["E1", "E2"]') == ["E1", "E2"]
+        and people_list(["E1"]) == ["E1"]
+        and people_list(None) == []
+    )
+    assert effective_mapping({"mapping_preset": "workday", "column_mapping": None}) == "workday"
+    assert effective_mapping({"mapping_preset": "canonical", "column_mapping": {"delimiter": ";"}}) == {
+        "delimiter": ";"
+    }
+    with pytest.raises(InputError):
+        effective_mapping({"mapping_preset": "custom", "column_mapping": None})

@@ -132,6 +132,41 @@ class AirflowApi:
         run = self.wait_for_run(dag_id, run_id, timeout)
         return run, self.task_states(dag_id, run_id)
 
+    # ---- human-in-the-loop (held plans) ----------------------------------------------------------
+    def hitl_details(self, dag_id: str, run_id: str) -> list[dict]:
+        """The run's approval requests, pending and answered (``GET .../hitlDetails``)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails"
+        return self._call("GET", path)["hitl_details"]
+
+    def wait_for_hitl(self, dag_id: str, run_id: str, task_id: str, timeout: float = 300) -> dict:
+        """The pending request of ``task_id`` once the task awaits input; fails if the run ends first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for detail in self.hitl_details(dag_id, run_id):
+                ti = detail["task_instance"]
+                if (
+                    ti["task_id"] == task_id
+                    and not detail["response_received"]
+                    and ti["state"] == "awaiting_input"
+                ):
+                    return detail
+            if self.run(dag_id, run_id)["state"] in TERMINAL_RUN_STATES:
+                raise AssertionError(
+                    f"{dag_id} {run_id} ended without waiting at {task_id}: {self.explain(dag_id, run_id)}"
+                )
+            time.sleep(1)
+        raise AssertionError(
+            f"{task_id} of {dag_id} {run_id} never waited for input: {self.task_states(dag_id, run_id)}"
+        )
+
+    def answer_hitl(
+        self, dag_id: str, run_id: str, task_id: str, option: str, params_input: dict | None = None
+    ) -> dict:
+        """``PATCH .../taskInstances/{task_id}/-1/hitlDetails`` with the chosen option."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
+        body = {"chosen_options": [option], "params_input": params_input or {}}
+        return self._call("PATCH", path, json=body)
+
     # ---- pools / connections ---------------------------------------------------------------------
     def pool(self, name: str) -> dict:
         return self._call("GET", f"/api/v2/pools/{name}")

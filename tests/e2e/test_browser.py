@@ -144,7 +144,7 @@ def test_trigger_sync_from_its_params_form_and_see_the_run(
     assert states["apply_plan"] == "success"
     assert e2e_sandbox.stats()["write_calls"] == writes_before, "a dry run wrote to Absorb"
     browser.get(f"{cluster.base_url}/dags/{SYNC_DAG}/runs/{new_run['dag_run_id']}")
-    _wait(browser, lambda d: "gate_plan" in d.find_element(By.TAG_NAME, "body").text, 30)
+    _wait(browser, lambda d: "plan thresholds" in d.find_element(By.TAG_NAME, "body").text, 30)
     time.sleep(1)  # let the grid paint its colours for the artifact
     _shot(browser, "03_sync_run_detail")
 

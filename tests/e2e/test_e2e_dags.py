@@ -127,9 +127,12 @@ def test_leavers_are_handed_to_the_unenrollment_dag(api, hook, e2e_sandbox, chan
     assert summary_of(e2e_workdir, UNENROLL, again["dag_run_id"])["resolved"]["targets"] == 0
 
 
-def test_mass_termination_fails_at_the_plan_gate_then_applies_with_an_override(
+def test_a_held_mass_termination_is_rejected_then_approved_through_the_rest_api(
     api, hook, e2e_sandbox, changes, e2e_workdir
 ):
+    """Issue 9 §1 on the Celery cluster: a plan over max_removal_pct waits at approve_plan; a
+    rejection (PATCH hitlDetails) ends the run with zero writes, an approval applies the plan; the
+    mass hand-over then waits at the unenrollment's own approval and is rejected there."""
     feed, _ = changes
     with feed.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
@@ -144,39 +147,58 @@ def test_mass_termination_fails_at_the_plan_gate_then_applies_with_an_override(
         writer.writeheader()
         writer.writerows(rows)
 
+    # 1. held, then rejected: nothing written
     before_writes, before_pairs = writes(e2e_sandbox), active_enrollments(hook)
-    refused, states = api.trigger_and_wait(SYNC, {"feed_path": str(mass)}, timeout=300)
-    assert refused["state"] == "failed", api.explain(SYNC, refused["dag_run_id"])
-    assert states["gate_plan"] == "failed", api.explain(SYNC, refused["dag_run_id"])
-    assert states["apply_plan"] == "upstream_failed" and states["verify_and_report"] == "upstream_failed"
-    assert writes(e2e_sandbox) == before_writes, "a refused plan must not write to Absorb"
+    rejected_id = api.trigger(SYNC, {"feed_path": str(mass)})
+    pending = api.wait_for_hitl(SYNC, rejected_id, "approve_plan")
+    assert pending["options"] == ["Approve", "Reject"] and "comment" in pending["params"]
+    assert "max_removal_pct" in pending["body"] and "Top departments" in pending["body"]
+    assert writes(e2e_sandbox) == before_writes, "a held plan must not write while it waits"
+    api.answer_hitl(SYNC, rejected_id, "approve_plan", "Reject", {"comment": "e2e: not this feed"})
+    rejected = api.wait_for_run(SYNC, rejected_id, timeout=300)
+    states = api.task_states(SYNC, rejected_id)
+    assert rejected["state"] == "success", api.explain(SYNC, rejected_id)
+    assert states["gate_plan"] == "success" and states["approve_plan"] == "success", states
+    assert states["apply_plan"] == "skipped" and states["verify_and_report"] == "skipped", states
+    assert writes(e2e_sandbox) == before_writes, "a rejected plan must not write to Absorb"
     assert active_enrollments(hook).keys() == before_pairs.keys()
-    decision = json.loads(
-        (run_folder(e2e_workdir, SYNC, refused["dag_run_id"]) / "plan_decision.json").read_text()
+    summary = summary_of(e2e_workdir, SYNC, rejected_id)
+    assert (
+        summary["approval"]["decision"] == "rejected"
+        and summary["approval"]["comment"] == "e2e: not this feed"
     )
-    assert not decision["allowed"] and any("max_removal_pct" in reason for reason in decision["reasons"])
+    decision = json.loads((run_folder(e2e_workdir, SYNC, rejected_id) / "plan_decision.json").read_text())
+    assert decision["held"] and any("max_removal_pct" in reason for reason in decision["reasons"])
 
-    reason = "e2e: reorganisation approved in ticket HR-1234"
-    applied, states = api.trigger_and_wait(
-        SYNC,
-        {"feed_path": str(mass), "override_thresholds": True, "override_reason": reason},
-        timeout=300,
-    )
-    assert applied["state"] == "success", api.explain(SYNC, applied["dag_run_id"])
-    summary = summary_of(e2e_workdir, SYNC, applied["dag_run_id"])
-    assert summary["plan_gate"]["overridden"] and summary["plan_gate"]["override_reason"] == reason
+    # 2. held, then approved: the plan is applied, the approver recorded
+    approved_id = api.trigger(SYNC, {"feed_path": str(mass)})
+    api.wait_for_hitl(SYNC, approved_id, "approve_plan")
+    assert writes(e2e_sandbox) == before_writes, "nothing is written before the approval"
+    comment = "e2e: reorganisation approved in ticket HR-1234"
+    answered = api.answer_hitl(SYNC, approved_id, "approve_plan", "Approve", {"comment": comment})
+    assert answered["chosen_options"] == ["Approve"]
+    approved = api.wait_for_run(SYNC, approved_id, timeout=300)
+    assert approved["state"] == "success", api.explain(SYNC, approved_id)
+    assert writes(e2e_sandbox) > before_writes, "an approved plan is applied"
+    summary = summary_of(e2e_workdir, SYNC, approved_id)
+    assert summary["approval"]["decision"] == "approved" and summary["approval"]["comment"] == comment
+    assert summary["approval"]["by"] and summary["approval"]["at"]
+    assert summary["verification_mismatches"] == 0 and summary["plan"]["unenroll"] > 0
     terminated = {row["employee_id"] for row in active[: len(active) // 4]}
     assert terminated <= set(summary["leavers_handed_over"])
-    assert states["trigger_unenrollment"] == "success"
+    assert api.task_states(SYNC, approved_id)["trigger_unenrollment"] == "success"
 
-    # The removals go to the unenrollment DAG, whose own gate (max_share_pct) stops a mass removal
-    # again: the sync's override does not carry over, so nothing is removed without a second decision.
+    # 3. the mass hand-over waits at the unenrollment's own gate (an approval does not carry over);
+    # rejected there: nothing removed
     before_writes = writes(e2e_sandbox)
-    handed_run_id = f"leavers__{applied['dag_run_id']}"
+    handed_run_id = f"leavers__{approved_id}"
+    pending = api.wait_for_hitl(UNENROLL, handed_run_id, "approve")
+    assert "max_share_pct" in pending["body"]
+    api.answer_hitl(UNENROLL, handed_run_id, "approve", "Reject", {"comment": "e2e: one step at a time"})
     handed = api.wait_for_run(UNENROLL, handed_run_id, timeout=240)
     handed_states = api.task_states(UNENROLL, handed_run_id)
-    assert handed["state"] == "failed", api.explain(UNENROLL, handed_run_id)
-    assert handed_states["gate"] == "failed" and handed_states["unenroll"] == "upstream_failed", handed_states
+    assert handed["state"] == "success", api.explain(UNENROLL, handed_run_id)
+    assert handed_states["unenroll"] == "skipped", handed_states
     assert writes(e2e_sandbox) == before_writes
 
 
