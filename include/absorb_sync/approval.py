@@ -483,10 +483,17 @@ def close_held_run(*, kind: str, folder: Any, run_id: str, record: Mapping[str, 
 
         gate = read_json(folder / "plan_decision.json")
         plan, _ = hr_sync.load_plan(folder)
+        if gate.get("first_apply") and not gate.get("initial_load"):
+            line = f"{line}. For the portal's first load without an approval: {hr_sync.FIRST_APPLY_HELP[3:]}"
         summary = {
             "run_id": run_id,
             "dry_run": False,
-            "held": f"plan held: {'; '.join(gate.get('reasons') or [])}",
+            "held": f"plan held: {'; '.join(gate.get('reasons') or [])}"
+            + (
+                f" ({hr_sync.FIRST_APPLY_HELP})"
+                if gate.get("first_apply") and not gate.get("initial_load")
+                else ""
+            ),
             "outcome": line,
             "approval": dict(record),
             "written": 0,
