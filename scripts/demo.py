@@ -174,7 +174,10 @@ def main() -> int:
         broken = break_one_email(changed)
         print(f"    feed changes: { {k: len(v) for k, v in changes.items() if isinstance(v, list)} }")
         print(f"    {broken} gets an invalid email: expect one rejected row")
-        folder, ok = dag_test(env, "absorb_hr_enrollment_sync", {"feed_path": str(changed)})
+        # on_hold=fail: `airflow dags test` would wait forever at an unanswered approval
+        folder, ok = dag_test(
+            env, "absorb_hr_enrollment_sync", {"feed_path": str(changed), "on_hold": "fail"}
+        )
         if not ok:
             explain_failure(folder)
             return 1
@@ -187,7 +190,7 @@ def main() -> int:
         folder, ok = dag_test(
             env,
             "absorb_bulk_unenrollment",
-            {"people": leavers, "reason": "leavers (demo)", "handover": day2["handover"]},
+            {"people": leavers, "reason": "leavers (demo)", "handover": day2["handover"], "on_hold": "fail"},
         )
         if not ok:
             explain_failure(folder)

@@ -183,3 +183,52 @@ def test_absorb_connection_form_shows_its_fields(browser, cluster):
     for label in ("Region", "Private API key", "Timeout (seconds)", "Requests per second"):
         assert label in extra, f"Absorb connection extra fields lack {label!r}:\n{extra}"
     _shot(browser, "05_absorb_connection_extra_fields")
+
+
+def test_approve_a_held_unenrollment_from_required_actions(browser, cluster, airflow_api, e2e_sandbox):
+    """Issue 9 §1: a held run is answered from the UI's Required actions page (comment + Approve).
+
+    The run is harmless on purpose: a people list that matches nobody is held (max_unresolved_pct),
+    and approving it removes nothing."""
+    from selenium.webdriver.common.by import By
+
+    dag_id = "absorb_bulk_unenrollment"
+    airflow_api.wait_for_dags({dag_id})
+    airflow_api.set_paused(dag_id, False)
+    try:
+        writes_before = e2e_sandbox.stats()["write_calls"]
+        run_id = airflow_api.trigger(dag_id, {"people": "E990001\nE990002", "reason": "browser approval"})
+        pending = airflow_api.wait_for_hitl(dag_id, run_id, "approve")
+        assert "match no Absorb user" in pending["body"]
+
+        browser.get(f"{cluster.base_url}/dags/{dag_id}/runs/{run_id}/tasks/approve/required_actions")
+        comment = _css(browser, "#element_comment", timeout=60)
+        _replace_text(comment, "browser: checked, nobody matches, nothing to remove")
+        approve = _wait(
+            browser,
+            lambda d: [b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Approve"],
+            30,
+        )[0]
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", approve)
+        time.sleep(1)
+        _shot(browser, "04_approval_required_action")
+        approve.click()
+
+        answered = _wait(
+            browser,
+            lambda d: [h for h in airflow_api.hitl_details(dag_id, run_id) if h["response_received"]],
+            60,
+        )[0]
+        assert answered["chosen_options"] == ["Approve"]
+        assert answered["params_input"]["comment"].startswith("browser: checked")
+        airflow_api.wait_for_run(dag_id, run_id, timeout=240)
+        states = airflow_api.task_states(dag_id, run_id)
+        assert states["approve"] == "success" and states["unenroll"] == "success", airflow_api.explain(
+            dag_id, run_id
+        )
+        assert e2e_sandbox.stats()["write_calls"] == writes_before
+        browser.get(f"{cluster.base_url}/dags/{dag_id}/runs/{run_id}")
+        time.sleep(2)
+        _shot(browser, "05_approved_run")
+    finally:
+        airflow_api.set_paused(dag_id, True)
