@@ -28,8 +28,9 @@ Keeps Absorb LMS enrollments in line with the HR system, every day and on demand
    hand-over was computed from (sync run, feed checksum, portal) so a late run re-checks it.
 
 **Unpausing** this DAG starts the daily schedule (and, with "Unpause on trigger", a scheduled run
-with the default Params right away). Such a run never makes a portal's first load: with no feed
-accepted for the portal it plans, reports and stops, and says to re-trigger with `initial_load`.
+with the default Params right away). Such a run never makes a portal's first load by itself: with
+no feed accepted for the portal it plans, reports and waits at **approve_plan** — approve it, or
+reject it and re-trigger with `initial_load`.
 
 Outputs: `{output_root}/absorb_hr_enrollment_sync/{run_id}/`. State (baseline, provenance,
 journal) is kept per portal. The feed becomes the baseline only after a successful apply (a dry
