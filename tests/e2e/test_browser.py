@@ -211,7 +211,7 @@ def test_approve_a_held_unenrollment_from_required_actions(browser, cluster, air
         )[0]
         browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", approve)
         time.sleep(1)
-        _shot(browser, "04_approval_required_action")
+        _shot(browser, "06_approval_required_action")
         approve.click()
 
         answered = _wait(
@@ -229,6 +229,6 @@ def test_approve_a_held_unenrollment_from_required_actions(browser, cluster, air
         assert e2e_sandbox.stats()["write_calls"] == writes_before
         browser.get(f"{cluster.base_url}/dags/{dag_id}/runs/{run_id}")
         time.sleep(2)
-        _shot(browser, "05_approved_run")
+        _shot(browser, "07_approved_unenrollment_run")
     finally:
         airflow_api.set_paused(dag_id, True)

@@ -2,8 +2,9 @@
 with the sandbox's state and request counters as the judge.
 
 The tests share one sandbox and run in order, each building on the state the previous one left:
-first sync -> hires/movers/leavers handed to the unenrollment DAG -> a mass termination refused at
-the plan gate, then applied with an override -> a full completion export into PostgreSQL.
+first sync -> hires/movers/leavers handed to the unenrollment DAG -> a mass termination held at
+the plan gate, rejected, then approved through the HITL REST API (and its hand-over approved at the
+unenrollment's own gate) -> a full completion export into PostgreSQL.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def test_a_held_mass_termination_is_rejected_then_approved_through_the_rest_api(
 ):
     """Issue 9 §1 on the Celery cluster: a plan over max_removal_pct waits at approve_plan; a
     rejection (PATCH hitlDetails) ends the run with zero writes, an approval applies the plan; the
-    mass hand-over then waits at the unenrollment's own approval and is rejected there."""
+    mass hand-over then waits at the unenrollment's own approval and is approved there."""
     feed, _ = changes
     with feed.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
@@ -179,27 +180,35 @@ def test_a_held_mass_termination_is_rejected_then_approved_through_the_rest_api(
     assert answered["chosen_options"] == ["Approve"]
     approved = api.wait_for_run(SYNC, approved_id, timeout=300)
     assert approved["state"] == "success", api.explain(SYNC, approved_id)
-    assert writes(e2e_sandbox) > before_writes, "an approved plan is applied"
     summary = summary_of(e2e_workdir, SYNC, approved_id)
     assert summary["approval"]["decision"] == "approved" and summary["approval"]["comment"] == comment
     assert summary["approval"]["by"] and summary["approval"]["at"]
-    assert summary["verification_mismatches"] == 0 and summary["plan"]["unenroll"] > 0
+    assert summary["verification_mismatches"] == 0 and summary["failed_writes"] == 0
+    plan = summary["plan"]
+    sync_lines = plan["enroll"] + plan["re_enroll"] + plan["update_due_date"] + plan["unenroll_by_sync"]
+    assert sum(summary["outcomes"].values()) == sync_lines  # the sync applied its own lines
+    assert (writes(e2e_sandbox) > before_writes) == (sync_lines > 0)
     terminated = {row["employee_id"] for row in active[: len(active) // 4]}
-    assert terminated <= set(summary["leavers_handed_over"])
+    assert terminated <= set(summary["leavers_handed_over"])  # the leavers' removals are handed over
     assert api.task_states(SYNC, approved_id)["trigger_unenrollment"] == "success"
 
-    # 3. the mass hand-over waits at the unenrollment's own gate (an approval does not carry over);
-    # rejected there: nothing removed
-    before_writes = writes(e2e_sandbox)
+    # 3. the mass hand-over waits again at the unenrollment's own gate (an approval does not carry
+    # over): nothing removed before a second approval, the leavers' open enrollments after it
     handed_run_id = f"leavers__{approved_id}"
     pending = api.wait_for_hitl(UNENROLL, handed_run_id, "approve")
     assert "max_share_pct" in pending["body"]
-    api.answer_hitl(UNENROLL, handed_run_id, "approve", "Reject", {"comment": "e2e: one step at a time"})
-    handed = api.wait_for_run(UNENROLL, handed_run_id, timeout=240)
+    before_writes = writes(e2e_sandbox)
+    api.answer_hitl(UNENROLL, handed_run_id, "approve", "Approve", {"comment": "e2e: second decision"})
+    api.wait_for_run(UNENROLL, handed_run_id, timeout=300)
     handed_states = api.task_states(UNENROLL, handed_run_id)
-    assert handed["state"] == "success", api.explain(UNENROLL, handed_run_id)
-    assert handed_states["unenroll"] == "skipped", handed_states
-    assert writes(e2e_sandbox) == before_writes
+    assert handed_states["approve"] == "success" and handed_states["unenroll"] == "success", api.explain(
+        UNENROLL, handed_run_id
+    )
+    assert writes(e2e_sandbox) > before_writes, "the approved removals were written"
+    users = {u["externalId"]: u["id"] for u in hook.list_users() if u.get("externalId") in terminated}
+    for user_id in users.values():
+        remaining = [e for e in hook.list_user_enrollments(user_id) if e.get("isActive", True)]
+        assert all(e["status"] == COMPLETE for e in remaining), f"{user_id} keeps open enrollments"
 
 
 def test_full_completion_export_lands_in_files_and_postgres(api, hook, e2e_sandbox, cluster, e2e_workdir):
