@@ -72,3 +72,44 @@ def test_dag_file_parses_fast_in_a_fresh_process(dag_file):
         )
         timings.append(float(done.stdout.strip().splitlines()[-1]))
     assert min(timings) < PARSE_BUDGET_S, f"{dag_file.name} took {min(timings):.3f} s to parse"
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "gates", "approval", "apply"),
+    [
+        ("absorb_hr_enrollment_sync", ["validate_feed", "gate_plan"], "approve_plan", "apply_plan"),
+        ("absorb_bulk_unenrollment", ["gate"], "approve", "unenroll"),
+    ],
+)
+def test_gates_and_approvals_read_as_such_in_the_graph(dagbag, dag_id, gates, approval, apply):
+    from absorb_sync.approval import PlanApprovalOperator
+
+    dag = dagbag.dags[dag_id]
+    for task_id in gates:
+        task = dag.get_task(task_id)
+        assert task.task_display_name.startswith("GATE · ") and "**Gate.**" in task.doc_md
+    held = dag.get_task(approval)
+    assert isinstance(held, PlanApprovalOperator) and held.task_display_name.startswith("APPROVAL · ")
+    assert held.options == ["Approve", "Reject"] and held.defaults == ["Reject"]  # no answer = no writes
+    assert list(held.serialized_params) == ["comment"]  # the form asks for the comment only
+    assert held.downstream_task_ids == {apply} and gates[-1] in held.upstream_task_ids
+    # the apply runs after a skipped approval (nothing held), never after a failed one
+    assert dag.get_task(apply).trigger_rule == "none_failed_min_one_success"
+    assert all(t.doc_md for t in dag.tasks if t.task_id != "trigger_unenrollment")
+
+
+def test_forms_offer_mapping_presets_and_people_one_per_line(dagbag):
+    sync = dagbag.dags["absorb_hr_enrollment_sync"].params
+    preset = sync.get_param("mapping_preset").schema
+    assert (
+        preset["enum"] == ["canonical", "workday", "bamboohr", "adp", "custom"] and "values_display" in preset
+    )
+    assert set(sync.get_param("column_mapping").schema["type"]) == {"null", "string", "object"}
+    people = dagbag.dags["absorb_bulk_unenrollment"].params.get_param("people")
+    assert "string" in people.schema["type"] and "array" in people.schema["type"]
+    dry_run = dagbag.dags["absorb_bulk_unenrollment"].params.get_param("dry_run").description
+    assert "REMOVED" in people.description and "REMOVES" in dry_run  # the destructive default, in the form
+    for dag_id in ("absorb_hr_enrollment_sync", "absorb_bulk_unenrollment"):
+        params = dagbag.dags[dag_id].params
+        assert params["on_hold"] == "wait" and params["approval_timeout_hours"] == 24
+        assert params["notify_emails"] == []  # notifications are off by default
