@@ -20,7 +20,6 @@ DAG files import this module at parse time: only ``airflow.sdk`` and the HITL op
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -528,7 +527,3 @@ def close_held_run(*, kind: str, folder: Any, run_id: str, record: Mapping[str, 
     )
     write_html(folder / "report.html", page)
     return summary
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, default=str)
