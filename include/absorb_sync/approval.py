@@ -169,6 +169,9 @@ def _plan_markdown(
     plan["department"] = plan["department"].fillna("(unknown)")
     out = [f"**Why this waits for you:** {what} was held before any write to Absorb."]
     out += [f"- {r}" for r in reasons]
+    files_line = "**Full plan:** " + ", ".join(f"`{f}`" for f in files)
+    if plan.empty:
+        return "\n".join([*out, "", "**What would happen:** nothing: no enrollment matched.", "", files_line])
     counts = plan.groupby("what").size().sort_values(ascending=False)
     out += ["", "**What would happen** (" + ", ".join(f"{w}: {n}" for w, n in counts.items()) + ")", ""]
     by_course = plan.groupby(["what", "course"]).size().reset_index(name="n")
@@ -186,7 +189,7 @@ def _plan_markdown(
             sample[["person", "department", "what", "course"]].values,
         )
     )
-    out += ["", "**Full plan:** " + ", ".join(f"`{f}`" for f in files)]
+    out += ["", files_line]
     out += [
         "",
         f"**Approve** (a comment is required: who asked, the ticket) to apply it. **Reject**, or no "

@@ -272,3 +272,19 @@ def test_people_lines_and_mapping_presets():
     }
     with pytest.raises(InputError):
         effective_mapping({"mapping_preset": "custom", "column_mapping": None})
+
+
+def test_the_approval_body_of_an_empty_plan_says_nothing_would_happen():
+    from absorb_sync.approval import _plan_markdown
+
+    body = _plan_markdown(
+        plan=pd.DataFrame(columns=["action", "employee_id", "course_id"]),
+        course_names={},
+        people=None,
+        reasons=["2 of 2 people match no Absorb user"],
+        files=["/runs/x/targets.csv"],
+        timeout_h=24,
+        what="the unenrollment",
+    )
+    assert "nothing: no enrollment matched" in body and "2 of 2 people" in body and "targets.csv" in body
+    assert "Top departments" not in body
