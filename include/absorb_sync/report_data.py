@@ -1012,6 +1012,7 @@ def unenrollment_context(
             "overridden": bool(gate.get("overridden")),
             "override_reason": gate.get("override_reason"),
             "share": human(gate.get("share_pct")),
+            "thresholds": [],  # the unenrollment's limits are in its reasons; the macro expects the key
         }
     return {
         "kind": "unenrollment",

@@ -129,3 +129,42 @@ def test_log_checks_for_other_gates(caplog):
         "gate plan: verdict HELD - 2 checks: 1 failed, 1 passed | enroll=4 unenroll=25",
     ]
     assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.INFO, logging.WARNING]
+
+
+def test_the_unenrollment_gate_logs_one_line_per_check_and_its_verdict(tmp_path):
+    from absorb_sync.jobs.runtime import storage_path
+    from absorb_sync.jobs.unenroll import gate_targets
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):  # Airflow's logging set-up replaces caplog's root handler
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    resolved = {
+        "people_requested": 4,
+        "people_resolved": 1,
+        "unresolved": ["E1", "E2", "E3"],
+        "targets": 7,
+        "people_affected": 1,
+        "active_users": 100,
+    }
+    logger, keep = logging.getLogger("absorb_sync.jobs.unenroll"), Keep()
+    logger.addHandler(keep)
+    logger.setLevel(logging.INFO)
+    try:
+        decision = gate_targets(
+            folder=storage_path(tmp_path),
+            resolved=resolved,
+            max_count=5,
+            max_share_pct=10.0,
+            override=False,
+            override_reason=None,
+        )
+    finally:
+        logger.removeHandler(keep)
+    lines = [r.getMessage() for r in records if r.getMessage().startswith("gate unenrollment:")]
+    assert decision["held"] and len(lines) == 4
+    assert "FAIL" in lines[0] and "3 of 4 unmatched (75%)" in lines[0]
+    assert "FAIL" in lines[1] and "observed: 7" in lines[1] and "allowed: <= 5" in lines[1]
+    assert "PASS" in lines[2] and lines[3].startswith("gate unenrollment: verdict HELD")

@@ -440,6 +440,7 @@ def gate_plan(
         "initial_load": bool(initial_load and first_apply),
         "plan": plan.summary(),
     }
+    _log_plan_checks(summary, meta, holds, feed_shrank)
     if not meta["reads_complete"]:
         summary["held"] = False
         write_json(folder / "plan_decision.json", summary)
@@ -466,6 +467,58 @@ def gate_plan(
         )
         _write_report(folder, _held_summary(run_id, message, plan, summary, folder), plan.lines, None)
     return summary
+
+
+def _log_plan_checks(
+    summary: Mapping[str, Any], meta: Mapping[str, Any], holds: list[str], feed_shrank: bool
+) -> None:
+    """One log line per plan-gate check (observed vs allowed) and the verdict, for the task log."""
+    import logging
+
+    from absorb_sync.gates.logging import log_checks
+
+    plan = summary["plan"]
+    limit = summary["max_additions"]
+    checks = [
+        {
+            "name": "Absorb reads complete",
+            "passed": bool(meta["reads_complete"]),
+            "observed": "complete"
+            if meta["reads_complete"]
+            else f"{len(meta['incomplete_reads'])} incomplete",
+            "allowed": "complete (no override)",
+        },
+        {
+            "name": "removals vs active enrollments in the rule courses",
+            "passed": not plan["removals"] or plan["removal_pct"] <= summary["max_removal_pct"],
+            "observed": f"{plan['removal_pct']}% ({plan['removals']} of {plan['active_in_scope']})",
+            "allowed": f"<= {summary['max_removal_pct']:g}%",
+        },
+        {
+            "name": "additions",
+            "passed": limit is None or plan["additions"] <= limit,
+            "observed": plan["additions"],
+            "allowed": "no limit" if limit is None else f"<= {limit}",
+        },
+        {
+            "name": "active people vs the last accepted feed",
+            "passed": not feed_shrank,
+            "observed": "n/a"
+            if summary["feed_shrank_pct"] is None
+            else f"shrank {summary['feed_shrank_pct']}%",
+            "allowed": f"shrink <= {summary['max_removal_pct']:g}%",
+        },
+        {
+            "name": "first apply against this portal",
+            "passed": not holds,
+            "observed": "first apply" if summary["first_apply"] else "baseline exists",
+            "allowed": "initial_load or an approval" if summary["first_apply"] else "-",
+        },
+    ]
+    verdict = "passed" if not summary["reasons"] else "overridden" if summary["overridden"] else "held"
+    if not meta["reads_complete"]:
+        verdict = "refused"
+    log_checks(logging.getLogger(__name__), "plan", checks, verdict, counts=plan["counts"])
 
 
 def _held_summary(run_id: str, message: str, plan: Any, gate: Mapping[str, Any], folder: Any) -> dict:

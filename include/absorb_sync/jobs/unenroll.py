@@ -398,6 +398,7 @@ def gate_targets(
     if not allowed and dry_run:
         decision["would_hold"] = list(reasons)
     write_json(folder / "decision.json", decision)
+    _log_gate_checks(resolved, decision, max_count, max_share_pct, max_unresolved_pct, unresolved)
     if decision["held"]:
         import logging
 
@@ -407,6 +408,46 @@ def gate_targets(
             "; ".join(reasons),
         )
     return decision
+
+
+def _log_gate_checks(
+    resolved: Mapping[str, Any],
+    decision: Mapping[str, Any],
+    max_count: int,
+    max_share_pct: float,
+    max_unresolved_pct: float,
+    unresolved: int,
+) -> None:
+    """One log line per unenrollment-gate check (observed vs allowed) and the verdict."""
+    import logging
+
+    from absorb_sync.gates.logging import log_checks
+
+    requested = resolved["people_requested"]
+    unresolved_pct = 100.0 * unresolved / requested if requested else 0.0
+    checks = [
+        {
+            "name": "people matching an Absorb user",
+            "passed": unresolved_pct <= max_unresolved_pct,
+            "observed": f"{unresolved} of {requested} unmatched ({unresolved_pct:.0f}%)",
+            "allowed": f"unmatched <= {max_unresolved_pct:g}%",
+        },
+        {
+            "name": "enrollments to remove",
+            "passed": resolved["targets"] <= max_count,
+            "observed": resolved["targets"],
+            "allowed": f"<= {max_count}",
+        },
+        {
+            "name": "people affected vs active users",
+            "passed": decision["share_pct"] <= max_share_pct,
+            "observed": f"{decision['share_pct']}% ({resolved['people_affected']} of {resolved['active_users']})",
+            "allowed": f"<= {max_share_pct:g}%",
+        },
+    ]
+    verdict = "passed" if not decision["reasons"] else "overridden" if decision["overridden"] else "held"
+    counts = {"targets": resolved["targets"], "skipped": resolved.get("skipped_count", 0)}
+    log_checks(logging.getLogger(__name__), "unenrollment", checks, verdict, counts=counts)
 
 
 # ---------------------------------------------------------------- apply + verify
