@@ -148,6 +148,13 @@ def test_trigger_sync_from_its_params_form_and_see_the_run(
     time.sleep(1)  # let the grid paint its colours for the artifact
     _shot(browser, "03_sync_run_detail")
 
+    # the feed gate's task log says what was checked: one line per check and the verdict
+    browser.get(f"{cluster.base_url}/dags/{SYNC_DAG}/runs/{new_run['dag_run_id']}/tasks/validate_feed")
+    _wait(browser, lambda d: "gate hr_feed: verdict PASSED" in d.find_element(By.TAG_NAME, "body").text, 90)
+    log_text = browser.find_element(By.TAG_NAME, "body").text
+    assert "gate hr_feed: PASS" in log_text
+    _shot(browser, "08_gate_log_validate_feed")
+
 
 def test_absorb_connection_form_shows_its_fields(browser, cluster):
     from selenium.webdriver.common.by import By
