@@ -1,0 +1,1 @@
+"""Read-only tools for a real portal: the readiness check and the snapshot used for rehearsals."""
