@@ -23,6 +23,13 @@ applied it but the answer never came back":
   write answer after the client's timeout while the reads stay fast; the write is applied after
   the delay.
 
+One more changes what reads look like rather than whether they succeed:
+
+- ``rename``: ``OLD:NEW`` renames the JSON field ``OLD`` to ``NEW`` in every API GET answer (at
+  any depth), e.g. ``rename=externalId:employeeKey`` to serve a portal whose API renamed a field
+  the integration relies on; repeat it for several fields. It draws nothing from the RNGs and
+  counts under ``injected`` as ``rename`` on the answers it changed.
+
 These are drawn from their own RNG (seeded by ``seed`` too) only for writes that no earlier fault
 stopped, so adding them does not change the sequence of the other faults. ``/_sandbox/stats``
 counts every injected fault under ``injected`` (``error``/``429``/``drop``/``lost``/``lost5xx``);
@@ -69,6 +76,7 @@ class FaultSpec:
     lost5xx: float = 0.0  # writes: applied, then answered 502/503
     write_latency: float = 0.0  # writes: probability of a delay before processing
     write_latency_ms: float = 0.0
+    renames: tuple[tuple[str, str], ...] = ()  # GET answers: field OLD served as NEW
 
     @property
     def active(self) -> bool:
@@ -94,6 +102,7 @@ class FaultSpec:
             return cls()
         data = dict(data)
         data["status_probabilities"] = {int(k): v for k, v in data.get("status_probabilities", {}).items()}
+        data["renames"] = tuple(tuple(pair) for pair in data.get("renames", ()))
         return cls(**data)
 
 
@@ -139,7 +148,8 @@ def parse_spec(spec: str | dict | None) -> FaultSpec:
                 continue
             if key == "latency" and "latency_ms" in spec:
                 value = f"{value}:{spec['latency_ms']}ms"
-            pairs.append(f"{key}={value}")
+            values = value if key == "rename" and isinstance(value, list) else [value]
+            pairs += [f"{key}={item}" for item in values]
         return parse_spec(",".join(pairs))
     if not isinstance(spec, str):
         raise FaultSpecError("fault spec must be a string or an object")
@@ -149,6 +159,7 @@ def parse_spec(spec: str | dict | None) -> FaultSpec:
     seed, error, drop, latency, latency_ms = 0, 0.0, 0.0, 0.0, 0.0
     lost, lost5xx, write_latency, write_latency_ms = 0.0, 0.0, 0.0, 0.0
     statuses: dict[int, float] = {}
+    renames: list[tuple[str, str]] = []
     for part in text.split(","):
         if not part.strip():
             continue
@@ -173,6 +184,8 @@ def parse_spec(spec: str | dict | None) -> FaultSpec:
             probability, _, duration = value.partition(":")
             write_latency = _probability(key, probability)
             write_latency_ms = _duration_ms(duration or "100ms")
+        elif key == "rename":
+            renames.append(_rename(value))
         elif key in {str(s) for s in FAULT_STATUSES}:
             statuses[int(key)] = _probability(key, value)
         elif key == "latency":
@@ -182,15 +195,48 @@ def parse_spec(spec: str | dict | None) -> FaultSpec:
         else:
             raise FaultSpecError(
                 f"unknown fault {key!r}; use seed, error, 429, 500, 502, 503, drop, latency, lost, lost5xx, "
-                "writelatency"
+                "writelatency, rename"
             )
     if error + drop + sum(statuses.values()) > 1.0:
         raise FaultSpecError("fault probabilities (error, status codes, drop) add up to more than 1")
     if lost + lost5xx > 1.0:
         raise FaultSpecError("fault probabilities lost and lost5xx add up to more than 1")
     return FaultSpec(
-        seed, statuses, error, drop, latency, latency_ms, lost, lost5xx, write_latency, write_latency_ms
+        seed,
+        statuses,
+        error,
+        drop,
+        latency,
+        latency_ms,
+        lost,
+        lost5xx,
+        write_latency,
+        write_latency_ms,
+        tuple(renames),
     )
+
+
+def _rename(value: str) -> tuple[str, str]:
+    old, sep, new = value.strip().partition(":")
+    if not sep or not old.strip() or not new.strip():
+        raise FaultSpecError(f"fault 'rename' needs OLD:NEW field names, got {value!r}")
+    return old.strip(), new.strip()
+
+
+def rename_fields(data: object, renames: dict[str, str]) -> tuple[object, bool]:
+    """``data`` with every dict key in ``renames`` renamed (at any depth), and whether any was."""
+    changed = False
+
+    def walk(node: object) -> object:
+        nonlocal changed
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if isinstance(node, dict):
+            changed = changed or any(key in renames for key in node)
+            return {renames.get(key, key): walk(value) for key, value in node.items()}
+        return node
+
+    return walk(data), changed
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import os
 from typing import TYPE_CHECKING
 
 from absorb_sandbox.errors import error_bytes
-from absorb_sandbox.faults import FaultInjector, RateLimiter, retry_after_header
+from absorb_sandbox.faults import FaultInjector, RateLimiter, rename_fields, retry_after_header
 
 if TYPE_CHECKING:
     from absorb_sandbox.auth import TokenStore
@@ -190,6 +190,9 @@ class SandboxMiddleware:
     async def _handle(self, scope, receive, send, path: str, method: str, outcome: dict) -> None:
         decision = self.faults.decide(write=method in WRITE_METHODS and path != AUTHENTICATE_PATH)
         outcome["fault"] = decision.kind
+        renames = self.faults.spec.renames
+        if renames and method == "GET":
+            send = _renaming_send(send, dict(renames), outcome)
         if decision.delay_seconds:
             await asyncio.sleep(decision.delay_seconds)
         if decision.drop:
@@ -257,6 +260,37 @@ class SandboxMiddleware:
         abort()
         for _ in range(3):  # let the server notice the closed connection before we return
             await asyncio.sleep(0)
+
+
+def _renaming_send(send, renames: dict[str, str], outcome: dict):
+    """The ``rename`` fault: holds the answer, renames its JSON fields, then sends it."""
+    held: dict = {}
+    chunks: list[bytes] = []
+
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            held.update(message)
+            return
+        if message["type"] != "http.response.body" or not held:
+            await send(message)
+            return
+        chunks.append(message.get("body", b""))
+        if message.get("more_body"):
+            return
+        body = b"".join(chunks)
+        try:
+            data, changed = rename_fields(json.loads(body), renames)
+        except ValueError:
+            changed = False
+        if changed:
+            body = json_bytes(data)
+            outcome["fault"] = "rename"
+        headers = [(k, v) for k, v in held.get("headers", []) if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({**held, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return wrapped
 
 
 def _limited_receive(receive):

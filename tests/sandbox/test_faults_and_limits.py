@@ -239,3 +239,27 @@ def test_writelatency_delays_writes_only(sandbox_factory):
     assert_error(write, 422)
     assert write.elapsed.total_seconds() >= 0.4
     assert server.stats()["injected"] == {}  # a delay is not a failure
+
+
+def test_rename_fault_renames_a_field_in_get_answers_only(sandbox_factory):
+    server = sandbox_factory("renamed", seed="small")
+    token = authenticate(server)
+    server.set_faults({"rename": ["externalId:employeeKey"]})
+    with raw_client(server) as http:
+        http.headers.update(server.headers(token))
+        page = http.get("/users", params={"_limit": 3})
+        assert page.status_code == 200
+        users = page.json()["users"]
+        assert users and all("employeeKey" in u and "externalId" not in u for u in users)
+        assert int(page.headers["content-length"]) == len(page.content)
+        assert "externalId" not in http.get(f"/users/{users[0]['id']}").json()
+        assert http.get("/departments").status_code == 200  # nothing to rename: served as is
+        server.set_faults("off")
+        assert "externalId" in http.get("/users", params={"_limit": 1}).json()["users"][0]
+    assert server.stats()["injected"] == {"rename": 2}
+
+
+@pytest.mark.parametrize("spec", ["rename=externalId", "rename=:x", "rename=a:"])
+def test_bad_rename_specs_are_refused(sandbox, spec):
+    with raw_client(sandbox) as http:
+        assert_error(http.post("/_sandbox/faults", json={"spec": spec}), 422)
