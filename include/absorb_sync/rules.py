@@ -35,6 +35,17 @@ _CRITERIA = {
         "hired_within_days": {"type": "integer", "minimum": 0},
     },
 }
+USER_FIELDS = ("department", "job_title", "location", "manager", "first_name", "last_name", "email")
+_USERS = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "managed_fields": {"type": "array", "items": {"enum": list(USER_FIELDS)}, "uniqueItems": True},
+        "department_match": {"enum": ["name", "external_id"]},
+        "deactivate_leavers": {"type": "boolean"},
+        "protected_users": {"type": "array", "items": {"type": "string", "minLength": 1}},
+    },
+}
 RULES_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -42,6 +53,7 @@ RULES_SCHEMA: dict[str, Any] = {
     "properties": {
         "version": {"const": 1},
         "description": {"type": "string"},
+        "users": _USERS,
         "rules": {
             "type": "array",
             "items": {
@@ -99,6 +111,7 @@ class Rule:
 class RuleSet:
     rules: list[Rule]
     source: str | None = None
+    users: dict[str, Any] = field(default_factory=dict)  # the ``users:`` section (absorb_sync.user_plan)
 
     def course_refs(self) -> list[dict]:
         """Every course reference the rules use, once, in file order."""
@@ -135,7 +148,7 @@ def load_rules(path: str | os.PathLike | dict) -> RuleSet:
     _validate_schema(data, source)
     rules = [_rule(item) for item in data["rules"]]
     _check_semantics(rules, source)
-    return RuleSet(rules=rules, source=source)
+    return RuleSet(rules=rules, source=source, users=dict(data.get("users") or {}))
 
 
 def _dates_to_text(value: Any) -> Any:
