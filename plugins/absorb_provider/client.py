@@ -299,17 +299,19 @@ class AbsorbClient:
         params: dict | None = None,
         page_size: int = MAX_PAGE_SIZE,
         prefetch: bool = False,
+        row_model: type | None = None,
     ) -> Iterator[dict]:
         """Streams rows page by page (``_offset`` is a page index); checks the total at the end.
 
         Raises AbsorbIncompleteReadError when the rows streamed differ from the first page's
         ``totalItems``, so a caller never acts on a partial read. ``prefetch`` fetches the next
         page in a background thread while the caller works on the current one (at most two
-        pages in memory).
+        pages in memory). ``row_model`` (one of ``absorb_provider.schemas``): each page is
+        validated against it, AbsorbSchemaError when a relied-on field is missing or mistyped.
         """
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
-        pages = self._pages(path, key, dict(params or {}), page_size)
+        pages = self._pages(path, key, dict(params or {}), page_size, row_model)
         if prefetch:
             pages = read_ahead(pages)
         expected: int | None = None
@@ -330,15 +332,18 @@ class AbsorbClient:
         params: dict | None = None,
         page_size: int = MAX_PAGE_SIZE,
         prefetch: bool = True,
+        row_model: type | None = None,
     ) -> Iterator[Any]:
         """Like ``paginate`` but yields one ``pyarrow.Table`` per page, parsed in C++ (no dicts).
 
         Columns follow ``row_schema``; fields Absorb adds are ignored, missing ones are null.
-        Same page walk and the same short-read check as ``paginate``.
+        Same page walk and the same short-read check as ``paginate``. With ``row_model``, a page
+        with a null in a field the model says is never null (the ids: a missing or renamed
+        field reads as all nulls here) raises AbsorbSchemaError.
         """
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
-        pages = self._table_pages(path, key, row_schema, dict(params or {}), page_size)
+        pages = self._table_pages(path, key, row_schema, dict(params or {}), page_size, row_model)
         if prefetch:
             pages = read_ahead(pages)
         expected: int | None = None
@@ -352,12 +357,14 @@ class AbsorbClient:
             raise AbsorbIncompleteReadError("/" + path.lstrip("/"), expected, received)
 
     def _table_pages(
-        self, path: str, key: str, row_schema: Any, base: dict, page_size: int
+        self, path: str, key: str, row_schema: Any, base: dict, page_size: int, row_model: type | None = None
     ) -> Iterator[tuple[Any, int | None]]:
         for page_index in range(MAX_PAGE_INDEX + 1):
             params = {**base, "_limit": page_size, "_offset": page_index}
             content = self.call("GET", path, params=params, raw=True).data
             table, total = _page_table(content, key, row_schema, path)
+            if row_model is not None:
+                _check_never_null(table, row_model, path)
             yield table, total
             if table.num_rows < page_size:
                 return
@@ -366,12 +373,16 @@ class AbsorbClient:
         )
 
     def _pages(
-        self, path: str, key: str, base: dict, page_size: int
+        self, path: str, key: str, base: dict, page_size: int, row_model: type | None = None
     ) -> Iterator[tuple[list[dict], int | None]]:
         for page_index in range(MAX_PAGE_INDEX + 1):
             rows, total = _page_rows(
                 self.get(path, {**base, "_limit": page_size, "_offset": page_index}), key, path
             )
+            if row_model is not None:
+                from absorb_provider.schemas import validate_rows
+
+                validate_rows(row_model, rows, "/" + path.lstrip("/"))
             yield rows, total
             if len(rows) < page_size:
                 return
@@ -444,6 +455,18 @@ def _page_table(content: bytes, key: str, row_schema: Any, path: str) -> tuple[A
         [pa.RecordBatch.from_struct_array(chunk) for chunk in rows.chunks], schema=pa.schema(list(row_schema))
     )
     return table, page.column("totalItems")[0].as_py()
+
+
+def _check_never_null(table: Any, row_model: type, path: str) -> None:
+    from absorb_provider.schemas import AbsorbSchemaError, never_null
+
+    problems = [
+        f"field '{name}' is missing or null in {table.column(name).null_count} of {table.num_rows} rows"
+        for name in never_null(row_model)
+        if name in table.column_names and table.column(name).null_count
+    ]
+    if problems:
+        raise AbsorbSchemaError("/" + path.lstrip("/"), problems)
 
 
 def _page_rows(page: Any, key: str, path: str) -> tuple[list[dict], int | None]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
+from absorb_provider import schemas
 from absorb_provider.bulk import BulkResult, run_bulk
 from absorb_provider.client import MAX_PAGE_SIZE, AbsorbClient, _mask
 from absorb_provider.exceptions import (
@@ -246,7 +247,11 @@ class AbsorbHook(BaseHook):
         """#10 ``GET /users/{userId}/enrollments`` (paged generator)."""
         path = f"users/{guid(user_id, 'user_id')}/enrollments"
         return self.client.paginate(
-            path, "enrollments", self._listing_params(filter, sort, modified_since), page_size
+            path,
+            "enrollments",
+            self._listing_params(filter, sort, modified_since),
+            page_size,
+            row_model=schemas.CourseEnrollment,
         )
 
     def unenroll(self, enrollment_ids: Iterable[str]) -> Any:
@@ -270,7 +275,9 @@ class AbsorbHook(BaseHook):
         ``dateEdited ge datetime'…'`` to the filter; ``prefetch`` reads one page ahead)."""
         path = f"courses/{guid(course_id, 'course_id')}/enrollments"
         params = self._listing_params(filter, sort, modified_since)
-        return self.client.paginate(path, "enrollments", params, page_size, prefetch)
+        return self.client.paginate(
+            path, "enrollments", params, page_size, prefetch, row_model=schemas.CourseEnrollment
+        )
 
     def course_enrollment_tables(
         self,
@@ -288,7 +295,13 @@ class AbsorbHook(BaseHook):
         path = f"courses/{guid(course_id, 'course_id')}/enrollments"
         params = self._listing_params(filter, sort, modified_since)
         return self.client.paginate_tables(
-            path, "enrollments", raw_arrow_schema(COURSE_ENROLLMENT_FIELDS), params, page_size, prefetch
+            path,
+            "enrollments",
+            raw_arrow_schema(COURSE_ENROLLMENT_FIELDS),
+            params,
+            page_size,
+            prefetch,
+            row_model=schemas.CourseEnrollment,
         )
 
     # --- 14: bulk read --------------------------------------------------------------------------
@@ -300,7 +313,9 @@ class AbsorbHook(BaseHook):
         params: dict[str, Any] = {"userIds": guids(list(user_ids), "user_ids")}  # repeated keys
         if course_ids:
             params["courseIds"] = guids(list(course_ids), "course_ids")
-        return self.client.get("bulk/studentcourses", params) or []
+        rows = self.client.get("bulk/studentcourses", params) or []
+        schemas.validate_rows(schemas.StudentCourse, rows, "/bulk/studentcourses")
+        return rows
 
     # --- 15-23: lessons and attempts ------------------------------------------------------------
 
@@ -435,7 +450,9 @@ class AbsorbHook(BaseHook):
         self, filter: str | None = None, sort: str | None = None, page_size: int = MAX_PAGE_SIZE
     ) -> Iterator[dict]:
         """``GET /users`` (paged generator); e.g. ``filter="externalId eq 'E000001'"``."""
-        return self.client.paginate("users", "users", {"_filter": filter, "_sort": sort}, page_size)
+        return self.client.paginate(
+            "users", "users", {"_filter": filter, "_sort": sort}, page_size, row_model=schemas.User
+        )
 
     def get_user(self, user_id: str) -> dict:
         """``GET /users/{id}``."""
@@ -468,14 +485,20 @@ class AbsorbHook(BaseHook):
         self, filter: str | None = None, sort: str | None = None, page_size: int = MAX_PAGE_SIZE
     ) -> Iterator[dict]:
         """``GET /courses`` (paged generator)."""
-        return self.client.paginate("courses", "courses", {"_filter": filter, "_sort": sort}, page_size)
+        return self.client.paginate(
+            "courses", "courses", {"_filter": filter, "_sort": sort}, page_size, row_model=schemas.Course
+        )
 
     def list_departments(
         self, filter: str | None = None, sort: str | None = None, page_size: int = MAX_PAGE_SIZE
     ) -> Iterator[dict]:
         """``GET /departments`` (paged generator)."""
         return self.client.paginate(
-            "departments", "departments", {"_filter": filter, "_sort": sort}, page_size
+            "departments",
+            "departments",
+            {"_filter": filter, "_sort": sort},
+            page_size,
+            row_model=schemas.Department,
         )
 
     # --- bulk writes ----------------------------------------------------------------------------
