@@ -91,18 +91,14 @@ class Department(AbsorbRow):
     name: str | None
 
 
-class CourseEnrollment(AbsorbRow):
-    """A row of ``GET /courses/{id}/enrollments`` and ``GET /users/{id}/enrollments``: what the
-    plan compares (user, course, status, active, dates) plus the export's columns."""
+class _EnrollmentRow(AbsorbRow):
+    """Every field Absorb documents on a course enrollment (none relied on by itself)."""
 
-    id: str
-    courseId: str
-    userId: str
-    status: int | None
-    isActive: bool | None
-    dateAdded: str | None
-    dateDue: str | None
-    dateCompleted: str | None
+    status: Any = None
+    isActive: Any = None
+    dateAdded: Any = None
+    dateDue: Any = None
+    dateCompleted: Any = None
     courseName: Any = None
     fullName: Any = None
     jobTitle: Any = None
@@ -123,7 +119,21 @@ class CourseEnrollment(AbsorbRow):
     avatar: Any = None
 
 
-class StudentCourse(AbsorbRow):
+class CourseEnrollment(_EnrollmentRow):
+    """A row of ``GET /courses/{id}/enrollments`` and ``GET /users/{id}/enrollments``: what the
+    plan compares (user, course, status, active, dates) plus the export's columns."""
+
+    id: str
+    courseId: str
+    userId: str
+    status: int | None
+    isActive: bool | None
+    dateAdded: str | None
+    dateDue: str | None
+    dateCompleted: str | None
+
+
+class StudentCourse(_EnrollmentRow):
     """A row of ``GET /bulk/studentcourses``: the bulk writes read current enrollments with it."""
 
     id: str
@@ -131,9 +141,6 @@ class StudentCourse(AbsorbRow):
     courseId: str
     isActive: bool | None
     dateDue: str | None
-    status: Any = None
-    dateCompleted: Any = None
-    dateAdded: Any = None
 
 
 @dataclass(frozen=True)

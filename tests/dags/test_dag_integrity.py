@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
-DAG_IDS = {"absorb_hr_enrollment_sync", "absorb_bulk_unenrollment", "absorb_completion_export"}
+DAG_IDS = {
+    "absorb_hr_enrollment_sync",
+    "absorb_bulk_unenrollment",
+    "absorb_completion_export",
+    "absorb_portal_check",
+}
 PARSE_BUDGET_S = 0.5
 
 # Imports the DAG processor already holds before it parses a file; the file's own cost is timed after.
