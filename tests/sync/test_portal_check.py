@@ -212,3 +212,33 @@ def _edit_sandbox(server: SandboxServer, statement: str) -> None:
         changed = connection.execute(statement).rowcount
     assert changed == 1, statement
     server.start()
+
+
+def test_a_connection_kept_in_the_metadata_database_works_from_a_shell(
+    portal, tmp_path, monkeypatch, airflow_db
+):
+    """No task, no scheduler: the command reads the connection from Airflow's database itself."""
+    from airflow.models.connection import Connection
+    from airflow.utils.session import create_session
+
+    monkeypatch.delenv("AIRFLOW_CONN_ABSORB_DEFAULT", raising=False)
+    data = json.loads(portal.airflow_connection_json())
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id == "absorb_portal_db").delete()
+        session.add(
+            Connection(
+                conn_id="absorb_portal_db",
+                conn_type="absorb",
+                host=data["host"],
+                login=data["login"],
+                password=data["password"],
+                extra=json.dumps(data["extra"]),
+            )
+        )
+    out = tmp_path / "report"
+    assert main(["check", "--conn-id", "absorb_portal_db", "--output", str(out), "--sample-size", "5"]) == 0
+    report = json.loads((out / "readiness.json").read_text())
+    assert (
+        report["portal"]["conn_id"] == "absorb_portal_db" and report["portal"]["base_url"] == portal.base_url
+    )
+    assert {c["name"]: c["verdict"] for c in report["checks"]}["authentication"] == "pass"

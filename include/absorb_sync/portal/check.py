@@ -92,18 +92,52 @@ def _inputs(**values: Any):
 
 def check_portal(conn_id: str, inputs: Any, folder: Any, progress: Any = None) -> tuple[Any, dict[str, str]]:
     """Runs the check with the connection ``conn_id`` and writes the report into ``folder``."""
-    from absorb_provider.hooks.absorb import AbsorbHook
-
     from absorb_sync.portal.readiness import run_check
     from absorb_sync.portal.readiness_report import write_report
 
-    hook = AbsorbHook(absorb_conn_id=conn_id)
+    hook = make_hook(conn_id)
     try:
         readiness = run_check(hook, inputs, progress)
         files = write_report(readiness, folder, secrets=_secrets(hook))
     finally:
         hook.close()
     return readiness, files
+
+
+def make_hook(conn_id: str) -> Any:
+    """The hook for ``conn_id``. Outside a task the Task SDK sees only the environment and secrets
+    backends, so a connection kept in Airflow's metadata database is read from there (a shell with
+    the deployment's ``AIRFLOW_HOME`` is enough: no scheduler or API server needed)."""
+    from absorb_provider.hooks.absorb import AbsorbHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    class StoredConnectionHook(AbsorbHook):
+        """An AbsorbHook on a connection already read from the metadata database."""
+
+        def __init__(self, connection: Any, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._connection = connection
+
+        def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
+            return self._connection
+
+    hook = AbsorbHook(absorb_conn_id=conn_id)
+    try:
+        hook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        connection = _metadata_connection(conn_id)
+        if connection is not None:
+            hook = StoredConnectionHook(connection, absorb_conn_id=conn_id)
+    return hook
+
+
+def _metadata_connection(conn_id: str) -> Any:
+    try:
+        from airflow.models.connection import Connection
+
+        return Connection.get_connection_from_secrets(conn_id)
+    except Exception:  # not in the metadata database either: the hook reports it as not found
+        return None
 
 
 def _secrets(hook: Any) -> list[str]:
