@@ -7,7 +7,7 @@ STAMP := $(VENV)/.setup-stamp
 export GX_ANALYTICS_ENABLED := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup system-deps test test-fast e2e lint sandbox demo airflow bench compose-check clean
+.PHONY: setup system-deps test test-fast e2e lint sandbox demo airflow rehearse bench compose-check clean
 
 # Creates .venv and installs the pinned stack plus this project (editable). A no-op when nothing changed.
 setup: $(STAMP) system-deps
@@ -41,6 +41,16 @@ demo: setup
 # The Airflow UI (standalone, SQLite in var/airflow, no login) with the sandbox beside it.
 airflow: setup
 	bash scripts/airflow_standalone.sh
+
+# The first sync rehearsed on a local clone of the portal (README: "Pointing it at a real Absorb portal").
+# FEED=... [RULES=...] [CONN_ID=absorb_default] [SNAPSHOT=var/rehearsal/snapshot] [FRESH=1] [DRY_RUN=1]
+# [PSEUDONYMISE=1] [MAPPING=workday] [CONF='{"create_missing_users": true}']
+rehearse: setup
+	@test -n "$(FEED)" || { echo 'usage: make rehearse FEED=path/to/feed.csv [RULES=rules.yaml]'; exit 2; }
+	$(BIN)/python scripts/rehearse.py --feed "$(FEED)" $(if $(RULES),--rules "$(RULES)") \
+		$(if $(CONN_ID),--conn-id "$(CONN_ID)") $(if $(SNAPSHOT),--snapshot "$(SNAPSHOT)") \
+		$(if $(MAPPING),--mapping-preset "$(MAPPING)") $(if $(CONF),--conf '$(CONF)') \
+		$(if $(FRESH),--fresh-snapshot) $(if $(DRY_RUN),--dry-run) $(if $(PSEUDONYMISE),--pseudonymise)
 
 # End-to-end: a Celery cluster (api-server, scheduler, dag-processor, triggerer, 2 workers) on the
 # local PostgreSQL and Redis, driven through the REST API, the headless-browser test, `make airflow`,

@@ -2,7 +2,7 @@
 
     absorb-sandbox serve --host 127.0.0.1 --port 8765 --db absorb.db [--seed none|small|medium|large]
         [--api-key GUID --username U --password P] [--rate-limit RPS] [--faults SPEC] [--token-ttl SECONDS]
-        [--workers N] [--paging keyset|offset]
+        [--workers N] [--paging keyset|offset] [--from-snapshot DIR]
     absorb-sandbox seed --db absorb.db --seed large
     absorb-sandbox hr-feed --db absorb.db --out feed.csv [--changes N] [--seed S]
 
@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="small",
         choices=["none", "small", "medium", "large"],
         help="organisation to seed when the db is empty (an existing db is never re-seeded)",
+    )
+    serve.add_argument(
+        "--from-snapshot",
+        default=None,
+        metavar="DIR",
+        help="serve a portal snapshot (absorb-portal snapshot; docs/snapshot-format.md) instead of a seed: "
+        "loaded into --db when it is empty, refused when --db holds anything else",
     )
     serve.add_argument("--api-key", default=DEFAULT_API_KEY, help="x-api-key / privateKey GUID")
     serve.add_argument("--username", default=DEFAULT_USERNAME)
@@ -122,7 +129,11 @@ def serve(args: argparse.Namespace) -> int:
         paging=args.paging,
     )
     started = time.perf_counter()
-    conn = open_store(config)
+    try:
+        conn = _open_snapshot(args) if args.from_snapshot else open_store(config)
+    except ValueError as exc:  # SnapshotLoadError: names the file or count at fault
+        print(f"absorb-sandbox: cannot serve {args.from_snapshot}: {exc}", file=sys.stderr)
+        return 2
     state = open_state(config)
     load_seconds = time.perf_counter() - started
     if args.workers > 1:
@@ -141,6 +152,12 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_snapshot(args: argparse.Namespace):
+    from absorb_sandbox.snapshot_load import open_snapshot_store
+
+    return open_snapshot_store(args.db, args.from_snapshot, args.username)
+
+
 def _print_banner(args: argparse.Namespace, port: int, load_seconds: float) -> None:
     print(
         json.dumps(
@@ -150,7 +167,8 @@ def _print_banner(args: argparse.Namespace, port: int, load_seconds: float) -> N
                 "username": args.username,
                 "password": args.password,
                 "db": args.db,
-                "seed": args.seed,
+                "seed": "snapshot" if args.from_snapshot else args.seed,
+                "snapshot": args.from_snapshot,
                 "workers": args.workers,
                 "paging": args.paging,
                 "store_ready_seconds": round(load_seconds, 2),
