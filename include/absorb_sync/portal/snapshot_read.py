@@ -210,6 +210,7 @@ def read_enrollments(
 ) -> None:
     """Every course's enrollments into ``enrollments/<courseId>.parquet``, a few courses at once
     (the provider's ``tables_by_course``: bounded read-ahead, one rate limit)."""
+    from absorb_provider import schemas
     from absorb_provider.io import tables_by_course
     from absorb_provider.validation import guid
 
@@ -221,7 +222,12 @@ def read_enrollments(
 
     def pages(course_id: str):
         return hook.client.paginate_tables(
-            f"courses/{course_id}/enrollments", "enrollments", schema, {}, prefetch=False
+            f"courses/{course_id}/enrollments",
+            "enrollments",
+            schema,
+            {},
+            prefetch=False,
+            row_model=schemas.CourseEnrollment,  # the provider's shape check, as for every read
         )
 
     writer = _CourseWriter(folder, options.pseudonymise)
