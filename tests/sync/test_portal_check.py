@@ -135,23 +135,46 @@ def test_a_missing_rule_course_fails_naming_it(portal, tmp_path, monkeypatch):
     assert "Underwater Basket Weaving" in page
 
 
-def test_duplicate_external_ids_fail_naming_them(portal, tmp_path, monkeypatch):
+def test_duplicate_external_ids_and_an_ambiguous_course_name_fail_naming_them(portal, tmp_path, monkeypatch):
     use_connection(monkeypatch, portal)
-    edit = "UPDATE users SET external_id = '{}' WHERE external_id = 'E000012'"
-    _edit_sandbox(portal, edit.format("E000011"))
+    _edit_sandbox(
+        portal,
+        "UPDATE users SET external_id = 'E000011' WHERE external_id = 'E000012'",
+        "UPDATE courses SET name = 'Manager Essentials' WHERE name = 'Excel Fundamentals'",
+    )
     try:
         before = portal.stats()["write_calls"]
         code, report, _ = check(tmp_path, "--rules", str(RULES))
+        after = portal.stats()["write_calls"]
     finally:
         _edit_sandbox(
             portal,
             "UPDATE users SET external_id = 'E000012' WHERE rowid = "
             "(SELECT max(rowid) FROM users WHERE external_id = 'E000011')",
+            "UPDATE courses SET name = 'Excel Fundamentals' WHERE rowid = "
+            "(SELECT max(rowid) FROM courses WHERE name = 'Manager Essentials')",
         )
-    duplicates = verdicts(report)["duplicate externalIds"]
+    checks = verdicts(report)
+    duplicates = checks["duplicate externalIds"]
     assert code == 1 and duplicates["verdict"] == "fail"
     assert "1 externalId(s) are held by more than one Absorb user (E000011)" in duplicates["message"]
-    assert portal.stats()["write_calls"] == before
+    courses = checks["rule courses"]
+    assert courses["verdict"] == "fail"
+    assert "course name 'Manager Essentials' is ambiguous (2 courses: use its id)" in courses["message"]
+    assert "1 of 8 course reference(s) do not resolve" in courses["message"]
+    assert after == before
+
+
+def test_a_portal_that_throttles_shows_its_429s_and_retry_after(sandbox_factory, tmp_path, monkeypatch):
+    server = sandbox_factory("throttled", seed="small", rate_limit=2)
+    use_connection(monkeypatch, server)
+    code, report, _ = check(tmp_path)
+    headroom = verdicts(report)["rate-limit headroom"]
+    assert code == 0 and headroom["verdict"] == "warn"  # go, but look: syncs will wait
+    throttled = server.stats()["by_status"].get("429", 0)
+    assert headroom["details"]["throttled_429"] == throttled > 0
+    assert headroom["details"]["retry_after_max_s"] >= 1 and "Retry-After up to" in headroom["message"]
+    assert server.stats()["write_calls"] == 0
 
 
 def test_a_renamed_field_fails_the_shapes_and_the_reads(portal, tmp_path, monkeypatch):
@@ -205,12 +228,12 @@ def test_the_check_refuses_to_send_a_write(portal, monkeypatch):
     assert [c.route for c in recorder.calls] == ["/authenticate"]  # the login went through, nothing else
 
 
-def _edit_sandbox(server: SandboxServer, statement: str) -> None:
+def _edit_sandbox(server: SandboxServer, *statements: str) -> None:
     """Change the sandbox's data behind the API (stopped, SQLite edited, restarted on its port)."""
     server.stop()
     with sqlite3.connect(server.db_file) as connection:
-        changed = connection.execute(statement).rowcount
-    assert changed == 1, statement
+        for statement in statements:
+            assert connection.execute(statement).rowcount == 1, statement
     server.start()
 
 
