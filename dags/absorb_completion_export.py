@@ -19,11 +19,11 @@ demand, and updates the `absorb://completions` asset.
    common-sql connection `sql_conn_id` (e.g. PostgreSQL). Publishes the staged files (a rename
    locally, a copy to object storage); date partitions are written here from `export.parquet`.
    A failed gate deletes the staging folder: nothing is published before the gate passes.
-4. **compliance_report** — HTML with charts: completion rate and overdue by course and department,
-   from the counts the extract kept (not the rows).
+4. **compliance_report** — HTML with inline SVG charts: completion rate and overdue by course and
+   department, from the counts the extract kept (not the rows).
 
-Memory stays flat whatever the export's size; only the gate imports Great Expectations and only
-the report matplotlib.
+Memory stays flat whatever the export's size; only the gate imports Great Expectations, and no
+task imports a plotting library.
 
 Outputs: `{output_root}/absorb_completion_export/{run_id}/`.
 """

@@ -3,15 +3,13 @@
 :class:`ComplianceAggregates` is filled batch by batch while the export is extracted (totals,
 and enrollments / completed / overdue of the active enrollments by course and by department)
 and saved as a small JSON file next to the export; the report task reads that file, never the
-rows. :func:`compliance_html` renders the page: overall figures, then a chart (matplotlib PNG
-embedded as base64, imported only here) and a table per grouping.
+rows. :func:`compliance_html` renders the page: overall figures, then a chart (inline SVG, no
+plotting library) and a table per grouping.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -151,31 +149,46 @@ def aggregate_batches(batches: Iterable[Any]) -> ComplianceAggregates:
 
 
 def bar_chart(table: pd.DataFrame, label: str, value: str, title: str, color: str) -> str:
-    """A horizontal bar chart as an inline ``<img>`` (Agg backend: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    from matplotlib import pyplot as plt
-
+    """A horizontal bar chart as inline SVG (no plotting library: the report task stays light,
+    and the page needs nothing fetched or run when it opens). Bars sorted ascending by value."""
     data = table.sort_values([value, label], ascending=[True, False])
-    figure, axes = plt.subplots(figsize=(5.6, max(2.0, 0.24 * len(data) + 1.1)))
-    bars = axes.barh(data[label].astype(str), data[value], color=color)
+    names = [str(v) for v in data[label]]
+    values = [float(v) if v == v else 0.0 for v in data[value]]  # NaN (no enrollments) -> 0
     percent = value.endswith("_pct")
-    axes.bar_label(
-        bars, labels=[f"{v:.0f}%" if percent else f"{v:,.0f}" for v in data[value]], padding=3, fontsize=7
+    label_w, bar_h, gap, top, width = 230, 14, 4, 30, 560
+    plot_w = width - label_w - 56
+    biggest = 100.0 if percent else (max(values, default=0.0) or 1.0)
+    height = top + len(names) * (bar_h + gap) + 34
+    axis = AXIS_LABELS.get(value, value.replace("_", " "))
+    parts = [
+        f'<svg class="chart" role="img" aria-label="{_esc(title)}" viewBox="0 0 {width} {height}" '
+        f'width="{width}" font-family="system-ui,sans-serif" '
+        'font-size="10">',
+        f"<title>{_esc(title)}</title>",
+        f'<text x="4" y="16" font-size="13">{_esc(title)}</text>',
+    ]
+    for index, (name, number) in enumerate(zip(names, values, strict=True)):
+        y = top + index * (bar_h + gap)
+        shown = name if len(name) <= 38 else name[:37] + "\u2026"
+        text = f"{number:.0f}%" if percent else f"{number:,.0f}"
+        bar = plot_w * min(number, biggest) / biggest
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + bar_h - 3}" text-anchor="end">{_esc(shown)}</text>'
+            f'<rect x="{label_w}" y="{y}" width="{bar:.1f}" height="{bar_h}" fill="{color}">'
+            f"<title>{_esc(name)}: {text}</title></rect>"
+            f'<text x="{label_w + bar + 3:.1f}" y="{y + bar_h - 3}">{text}</text>'
+        )
+    bottom = top + len(names) * (bar_h + gap)
+    parts.append(
+        f'<line x1="{label_w}" x2="{label_w + plot_w}" y1="{bottom}" y2="{bottom}" stroke="#999"/>'
+        f'<text x="{label_w + plot_w / 2:.0f}" y="{bottom + 22}" text-anchor="middle">{_esc(axis)}</text>'
+        "</svg>"
     )
-    axes.set_title(title, loc="left", fontsize=11)
-    axes.set_xlabel(AXIS_LABELS.get(value, value.replace("_", " ")))
-    if percent:
-        axes.set_xlim(0, 105)
-    axes.spines[["top", "right"]].set_visible(False)
-    axes.tick_params(axis="y", labelsize=8)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img class="chart" alt="{html.escape(title)}" src="data:image/png;base64,{encoded}">'
+    return "".join(parts)
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
 
 
 AXIS_LABELS = {"completion_rate_pct": "completion rate (%)", "overdue": "overdue enrollments"}

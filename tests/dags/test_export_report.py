@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import re
 from datetime import UTC, datetime
 
@@ -138,9 +137,14 @@ def test_compliance_report_has_rates_and_embedded_charts():
     assert course_a["completion_rate_pct"] == 50.0
     assert tables["department"].set_index("department").loc["Engineering", "enrollments"] == 3
     html = compliance_report(frame, title="T", scope="full export", now=NOW)
-    images = html.split('src="data:image/png;base64,')[1:]
-    assert len(images) == 4  # rate + overdue, by course and by department
-    assert base64.b64decode(images[0].split('"')[0])[:8] == b"\x89PNG\r\n\x1a\n"
+    charts = re.findall(r'<svg class="chart" role="img" aria-label="([^"]+)"', html)
+    assert charts == [  # rate + overdue, by course and by department, inline SVG
+        "Completion rate by course",
+        "Overdue enrollments by course",
+        "Completion rate by department",
+        "Overdue enrollments by department",
+    ]
+    assert "<title>Course A: 50%</title>" in html and "<title>Course A: 1</title>" in html
     assert "<script" not in html and "http" not in html.split("<body>")[1]  # offline
     body = html.split("<body>")[1]
     assert "Completion rate by course" in body and "33.3%" in body  # Engineering: 1 of 3 completed
