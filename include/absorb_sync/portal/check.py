@@ -12,6 +12,7 @@ the ``absorb_portal_check`` DAG (:func:`check_portal`).
 from __future__ import annotations
 
 import argparse
+import logging
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -57,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--today", type=date.fromisoformat, default=None, help="plan as of this date (YYYY-MM-DD)"
     )
+    parser.add_argument("--verbose", action="store_true", help="also log the feed gate's checks one by one")
     parser.set_defaults(func=run)
 
 
@@ -65,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.sample_size <= 1000:
         raise SystemExit("absorb-portal check: --sample-size must be between 1 and 1000")
+    if not args.verbose:  # the feed gate logs a line per check: right for a task log, noise here
+        logging.getLogger("absorb_sync.gates").setLevel(logging.WARNING)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = storage_path(args.output) if args.output else output_root() / DAG_ID / f"cli__{stamp}"
     inputs = _inputs(
