@@ -38,6 +38,7 @@ FAULT_HELP = (
     "error = probability of 500/502/503, 429 = probability of 429, drop = close the connection "
     "without answering, latency = PROB:DURATION; on API writes only: lost = apply, then close "
     "without answering, lost5xx = apply, then answer 502/503, writelatency = PROB:DURATION; "
+    "rename = OLD:NEW serves field OLD as NEW in every GET answer (repeatable); "
     "same seed, same sequence"
 )
 
