@@ -54,6 +54,7 @@ def open_store(config: SandboxConfig):
         seeding.seed_database(conn, config.seed, api_username=config.username)
     else:
         seeding.ensure_api_user(conn, config.username)
+        seeding.ensure_department_external_ids(conn)
         store.create_indices(conn)
     return conn
 
@@ -275,10 +276,16 @@ def _add_user_routes(app: FastAPI, users: UserService) -> None:
         tags=["Departments"],
         response_model=models.page_model("departments", models.Department),
         responses=ERRORS(401, 422),
-        openapi_extra=models.paging_doc(status=False),
+        openapi_extra=models.departments_doc(),
     )
     async def list_departments(request: Request):
-        return _json(sandbox.page(res.DEPARTMENTS, page_request(request.query_params)))
+        """Also filters by the v2 query parameters ``externalId`` and ``departmentName`` (exact)."""
+        base, params = [], []
+        for name, column in (("externalId", "d.external_id"), ("departmentName", "d.name")):
+            if request.query_params.get(name) is not None:
+                base.append(f"{column} = ?")
+                params.append(request.query_params[name])
+        return _json(sandbox.page(res.DEPARTMENTS, page_request(request.query_params), base, params))
 
 
 # --- course enrollments --------------------------------------------------------------------------------

@@ -106,6 +106,7 @@ class Course(BaseModel):
 class Department(BaseModel):
     id: GuidStr
     name: str
+    externalId: str | None
 
 
 class Enrollment(BaseModel):
@@ -385,3 +386,13 @@ def paging_doc(deprecated: bool = False, status: bool = True) -> dict:
             _param("offset", OFFSET_SCHEMA, "(Deprecated) Page index, 0-65535.", True),
         ]
     return {"parameters": params}
+
+
+def departments_doc() -> dict:
+    """``GET /departments``: the paging parameters plus v2's ``externalId`` / ``departmentName``."""
+    doc = paging_doc(status=False)
+    doc["parameters"] += [
+        _param("externalId", {"type": "string"}, "Only the department with this external id."),
+        _param("departmentName", {"type": "string"}, "Only departments with this name."),
+    ]
+    return doc

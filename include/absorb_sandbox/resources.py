@@ -148,11 +148,15 @@ COURSES = Resource(
 
 DEPARTMENTS = Resource(
     key="departments",
-    columns="d.id, d.name",
+    columns="d.id, d.name, d.external_id",
     from_sql="departments d",
     default_order="d.rowid",
-    serialize=lambda r: {"id": r[0], "name": r[1]},
-    fields={"id": Field("d.id", "guid"), "name": Field("d.name", "string")},
+    serialize=lambda r: {"id": r[0], "name": r[1], "externalId": r[2]},
+    fields={
+        "id": Field("d.id", "guid"),
+        "name": Field("d.name", "string"),
+        "externalId": Field("d.external_id", "string"),
+    },
 )
 
 # --- course enrollments --------------------------------------------------------------------------------

@@ -183,6 +183,22 @@ def department_id(name: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"department:{name}"))
 
 
+def department_external_id(name: str) -> str:
+    """The stable external id of a seeded department: ``DEP-HUMAN-RESOURCES`` for "Human Resources"."""
+    return "DEP-" + "-".join(name.upper().split())
+
+
+def ensure_department_external_ids(conn: sqlite3.Connection) -> None:
+    """Give a db seeded before departments had external ids the column and the seeded values."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(departments)")}
+    if "external_id" not in columns:
+        conn.execute("ALTER TABLE departments ADD COLUMN external_id TEXT")
+    conn.executemany(
+        "UPDATE departments SET external_id = ? WHERE id = ? AND external_id IS NULL",
+        [(department_external_id(d), department_id(d)) for d in DEPARTMENTS],
+    )
+
+
 def user_id(external_id: str) -> str:
     """The stable id of the seeded user with this HR employee id (``E000001``...)."""
     return str(uuid.uuid5(NAMESPACE, f"user:{external_id}"))
@@ -613,7 +629,8 @@ def seed_database(
     conn.execute("BEGIN")
     try:
         conn.executemany(
-            "INSERT INTO departments VALUES (?, ?)", [(department_id(d), d) for d in DEPARTMENTS]
+            "INSERT INTO departments VALUES (?, ?, ?)",
+            [(department_id(d), d, department_external_id(d)) for d in DEPARTMENTS],
         )
         courses = build_courses(size) if size != "none" else []
         course_rows, chapter_rows, lesson_rows, catalogue_sessions = _catalogue_rows(courses, now, today)

@@ -28,6 +28,7 @@ ENROLLMENT_STATUSES = frozenset(range(13))
 ATTEMPT_STATUSES = frozenset({1, 3, 5})
 COMPLETE, IN_PROGRESS, NOT_STARTED, FAILED = 3, 1, 0, 5
 ALREADY_ENROLLED = "User is already enrolled in this course (an active enrollment exists); use reEnroll=true."
+INACTIVE_USER = "The user is inactive (activeStatus 1) and cannot be enrolled; reactivate the user first."
 MULTI_SESSION = "Multi-Session ILCs are not supported."
 
 # Settable fields of create-or-update (seed) plus dateDue (documented deviation).
@@ -444,8 +445,11 @@ class Sandbox:
         cancel_session: bool = False,
         fields: dict | None = None,
     ) -> dict:
-        """#7/#3/#25: enroll a user; an active enrollment is a 422 unless ``re_enroll``."""
+        """#7/#3/#25: enroll a user; an active enrollment is a 422 unless ``re_enroll``; an inactive
+        user is a 422 (sandbox choice: the API reference does not say, docs/sandbox-users.md)."""
         user_id = self.require_user(user_id)
+        if self._one("SELECT active_status FROM users WHERE id = ?", (user_id,))[0] == 1:
+            raise ApiError(422, INACTIVE_USER, meta={"userId": user_id})
         course_id, course_type, multi_session = self.require_course(course_id)
         if multi_session:
             raise ApiError(422, MULTI_SESSION, meta={"courseId": course_id})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS departments (id TEXT PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS departments (id TEXT PRIMARY KEY, name TEXT NOT NULL, external_id TEXT);
 CREATE TABLE IF NOT EXISTS users (
     id TEXT NOT NULL, username TEXT NOT NULL, department_id TEXT, first_name TEXT, last_name TEXT,
     email TEXT, external_id TEXT, employee_number TEXT, job_title TEXT, location TEXT,

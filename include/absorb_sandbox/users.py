@@ -1,6 +1,10 @@
 """Users beyond the seed document: upsert by externalId/username, update, bulk upload.
 
 Only fields that actually change are written, so repeating a call leaves ``dateEdited`` alone.
+``PUT /users/{id}`` changes the fields present in its body (a merged full body works the same);
+``activeStatus`` 1 deactivates and keeps every enrollment, 0 reactivates the same user (and
+clears ``dateTerminated`` unless the body sets it). A ``password`` is accepted (a string) and never
+stored or echoed. See docs/sandbox-users.md.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ USER_FIELDS = {
 }
 REQUIRED_ON_CREATE = ("username", "firstName", "lastName")
 MAX_TEXT = 255
+REFERENCES = {  # column -> (field, table it refers to, what)
+    "department_id": ("departmentId", "departments", "department"),
+    "supervisor_id": ("supervisorId", "users", "user"),
+}
 
 
 class UserService:
@@ -51,21 +59,22 @@ class UserService:
         return res.serialize_user(row)
 
     def validate(self, body: dict) -> dict:
-        """Column → value for the known fields present in ``body``; a bad value is a 422."""
-        values, problems = {}, []
+        """Column → value for the known fields present in ``body``; a bad value is a 422 whose
+        ``_meta.field`` names the first bad field."""
+        values, problems = {}, []  # problems: (field, message)
         for key, (column, kind) in USER_FIELDS.items():
             if key not in body:
                 continue
             value = body[key]
             if value is None:
                 if key in REQUIRED_ON_CREATE or key == "activeStatus":
-                    problems.append(f"{key} cannot be null.")
+                    problems.append((key, f"{key} cannot be null."))
                 else:
                     values[column] = None
                 continue
             problem = self._check(key, kind, value)
             if problem:
-                problems.append(problem)
+                problems.append((key, problem))
                 continue
             values[column] = (
                 normalise_datetime(value)
@@ -74,10 +83,14 @@ class UserService:
                 if kind == "guid"
                 else value
             )
+        password = body.get("password")
+        if password is not None and (not isinstance(password, str) or not 1 <= len(password) <= MAX_TEXT):
+            problems.append(("password", f"password must be a string of 1 to {MAX_TEXT} characters."))
         if not problems:
-            problems += self._check_references(values)
+            problems = self._check_references(values)
         if problems:
-            raise ApiError(422, problems[0], validations=problems)
+            messages = [message for _, message in problems]
+            raise ApiError(422, messages[0], validations=messages, meta={"field": problems[0][0]})
         return values
 
     @staticmethod
@@ -103,22 +116,13 @@ class UserService:
             return "username cannot be empty."
         return None
 
-    def _check_references(self, values: dict) -> list[str]:
+    def _check_references(self, values: dict) -> list[tuple[str, str]]:
+        """(field, message) for each id that refers to no department / user."""
         problems = []
-        if (
-            values.get("department_id")
-            and not self.conn.execute(
-                "SELECT 1 FROM departments WHERE id = ?", (values["department_id"],)
-            ).fetchone()
-        ):
-            problems.append("departmentId does not refer to an existing department.")
-        if (
-            values.get("supervisor_id")
-            and not self.conn.execute(
-                "SELECT 1 FROM users WHERE id = ?", (values["supervisor_id"],)
-            ).fetchone()
-        ):
-            problems.append("supervisorId does not refer to an existing user.")
+        for column, (field, table, what) in REFERENCES.items():
+            wanted = values.get(column)
+            if wanted and not self.conn.execute(f"SELECT 1 FROM {table} WHERE id = ?", (wanted,)).fetchone():
+                problems.append((field, f"{field} does not refer to an existing {what} ({wanted})."))
         return problems
 
     def _find(self, values: dict) -> str | None:
@@ -157,9 +161,12 @@ class UserService:
         user_id = check_guid(user_id, "userId")
         if not self.conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone():
             raise not_found("User", user_id)
+        body_id = body.get("id")
+        if body_id is not None and (not isinstance(body_id, str) or body_id.lower() != user_id):
+            raise ApiError(422, "id in the body does not match the userId of the path.", meta={"field": "id"})
         values = self.validate(body)
         if values.get("supervisor_id") == user_id:
-            raise ApiError(422, "A user cannot be their own supervisor.")
+            raise ApiError(422, "A user cannot be their own supervisor.", meta={"field": "supervisorId"})
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self._write_changes(user_id, values)

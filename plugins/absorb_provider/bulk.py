@@ -13,7 +13,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("created", "updated", "already_enrolled", "unenrolled", "already_gone", "failed")
+OUTCOMES = ("created", "updated", "unchanged", "already_enrolled", "unenrolled", "already_gone", "failed")
 
 
 @dataclass

@@ -501,6 +501,16 @@ class AbsorbHook(BaseHook):
             row_model=schemas.Department,
         )
 
+    def iter_departments(self, page_size: int = MAX_PAGE_SIZE) -> Iterator[dict]:
+        """Every department as ``{"id", "name", "externalId"}`` (paged generator); match HR
+        departments on ``externalId`` where the portal has them, names can be renamed."""
+        for department in self.list_departments(page_size=page_size):
+            yield {
+                "id": department.get("id"),
+                "name": department.get("name"),
+                "externalId": department.get("externalId"),
+            }
+
     # --- bulk writes ----------------------------------------------------------------------------
 
     def bulk_enroll(
@@ -534,6 +544,114 @@ class AbsorbHook(BaseHook):
             progress_interval=progress_interval,
             on_outcomes=on_outcomes,
         )
+
+    def bulk_update_users(
+        self,
+        changes: Iterable[tuple[str, dict]],
+        *,
+        progress_interval: float = 10.0,
+        on_outcomes: Callable[[list[dict]], None] | None = None,
+    ) -> BulkResult:
+        """Updates many users concurrently (rate-limited); one outcome per ``(user_id, fields)``.
+
+        ``fields`` uses Absorb's names (``USER_UPDATE_FIELDS``); dates may be date/datetime/ISO
+        text, a plain date compares by day. Each user is read first: when every wanted field
+        already holds its value the outcome is ``unchanged`` and nothing is sent (a re-run writes
+        nothing). Otherwise ``PUT /users/{id}`` gets the current user merged with the changes (a
+        full body, since a PUT may replace the user) and the outcome is ``updated``, with the
+        fields that differed in ``changed``. A PUT whose answer is lost is not re-sent blindly: the
+        user is read back and the PUT is sent again only if the change is not in place.
+        Outcomes: updated, unchanged, failed (unknown user, a field Absorb refused, a bad field
+        name or value, a user given twice (its second change would race the first): nothing is
+        sent for that change).
+        """
+        pairs = list(changes)
+        for index, pair in enumerate(pairs):
+            if not isinstance(pair, tuple | list) or len(pair) != 2:
+                raise ValueError(f"changes[{index}] must be a (user_id, fields) pair, got {pair!r}")
+        repeated = _repeated_users(pairs)
+
+        def update(index: int) -> list[dict]:
+            user_id, fields = pairs[index]
+            if index in repeated:
+                return [_user_outcome(user_id, "failed", error=repeated[index])]
+            return [self._update_user_item(user_id, fields)]
+
+        return run_bulk(
+            "bulk_update_users",
+            range(len(pairs)),
+            update,
+            concurrency=self.settings.max_concurrency,
+            on_error=lambda index, exc: [_user_outcome(pairs[index][0], "failed", error=_describe(exc))],
+            progress_interval=progress_interval,
+            on_outcomes=on_outcomes,
+        )
+
+    def deactivate_users(
+        self,
+        leavers: Iterable[str | tuple[str, DateLike | None]],
+        *,
+        progress_interval: float = 10.0,
+        on_outcomes: Callable[[list[dict]], None] | None = None,
+    ) -> BulkResult:
+        """Deactivates users (``activeStatus`` 1) and records their termination date when given;
+        each item a user id or ``(user_id, termination date or None)``. Enrollments and history
+        stay in Absorb. Outcomes as ``bulk_update_users`` (``unchanged``: already inactive)."""
+        changes = []
+        for item in leavers:
+            user_id, terminated = _id_and_date(item, "leavers")
+            fields: dict[str, Any] = {"activeStatus": 1}
+            if terminated is not None:
+                fields["dateTerminated"] = terminated
+            changes.append((user_id, fields))
+        return self.bulk_update_users(changes, progress_interval=progress_interval, on_outcomes=on_outcomes)
+
+    def reactivate_users(
+        self,
+        rehires: Iterable[str | tuple[str, DateLike | None]],
+        *,
+        progress_interval: float = 10.0,
+        on_outcomes: Callable[[list[dict]], None] | None = None,
+    ) -> BulkResult:
+        """Reactivates users (``activeStatus`` 0, ``dateTerminated`` cleared): the same Absorb user,
+        with its enrollment history, comes back. Each item a user id or ``(user_id, new hire date
+        or None)``. Reactivate before enrolling: Absorb refuses enrollments of inactive users."""
+        changes = []
+        for item in rehires:
+            user_id, hired = _id_and_date(item, "rehires")
+            fields: dict[str, Any] = {"activeStatus": 0, "dateTerminated": None}
+            if hired is not None:
+                fields["dateHired"] = hired
+            changes.append((user_id, fields))
+        return self.bulk_update_users(changes, progress_interval=progress_interval, on_outcomes=on_outcomes)
+
+    def _update_user_item(self, user_id: Any, fields: Any) -> dict:
+        try:
+            user_id = guid(user_id, "user_id")
+            wanted = _user_fields(fields)
+        except ValueError as exc:
+            return _user_outcome(user_id, "failed", error=str(exc))
+        try:
+            current = self.get_user(user_id)
+        except AbsorbNotFoundError as exc:
+            return _user_outcome(user_id, "failed", error=_describe(exc))
+        changed = sorted(
+            key for key, value in wanted.items() if not _same_user_value(key, current.get(key), value)
+        )
+        if not changed:
+            return _user_outcome(user_id, "unchanged")
+        body = {key: current.get(key) for key in USER_UPDATE_FIELDS if key in current} | wanted
+        path = f"users/{user_id}"
+
+        def send(state: dict) -> dict:
+            return self.client.call("PUT", path, json=body, state=state).data or {}
+
+        def applied() -> dict | None:
+            now = self.get_user(user_id)
+            return now if all(_same_user_value(k, now.get(k), v) for k, v in wanted.items()) else None
+
+        self._write_once(send, applied, f"update of user {user_id}")
+        return _user_outcome(user_id, "updated", changed=changed)
 
     def _known_enrollments(self, items: list[dict]) -> dict[tuple[str, str], dict | None]:
         """``(user, course) -> active enrollment or None`` for every pair a bulk read covered.
@@ -836,6 +954,128 @@ def _unenroll_outcome(enrollment_id: Any, outcome: str, error: str | None = None
         "course_id": None,
         "enrollment_id": enrollment_id,
         "outcome": outcome,
+        "error": error,
+    }
+
+
+USER_UPDATE_FIELDS = (
+    "username",
+    "departmentId",
+    "firstName",
+    "lastName",
+    "emailAddress",
+    "externalId",
+    "employeeNumber",
+    "jobTitle",
+    "location",
+    "dateHired",
+    "dateTerminated",
+    "supervisorId",
+    "activeStatus",
+)
+USER_DATE_FIELDS = ("dateHired", "dateTerminated")
+USER_GUID_FIELDS = ("departmentId", "supervisorId")
+
+
+def _repeated_users(pairs: list[Any]) -> dict[int, str]:
+    """``index -> error`` for each change of a user that an earlier change already covers."""
+    seen: set[str] = set()
+    repeated = {}
+    for index, (user_id, _fields) in enumerate(pairs):
+        try:
+            user_id = guid(user_id, "user_id")
+        except ValueError:
+            continue  # reported by the change itself
+        if user_id in seen:
+            repeated[index] = f"user {user_id} has more than one change; merge them into one"
+        seen.add(user_id)
+    return repeated
+
+
+def _id_and_date(item: Any, name: str) -> tuple[Any, Any]:
+    """A user id, or ``(user_id, date or None)``, as a pair."""
+    if not isinstance(item, tuple):
+        return item, None
+    if len(item) != 2:
+        raise ValueError(f"each of {name} must be a user id or (user_id, date), got {item!r}")
+    return item
+
+
+def _user_fields(fields: Any) -> dict[str, Any]:
+    """The wanted user fields, checked and normalised; ValueError naming a bad key or value."""
+    if not isinstance(fields, dict):
+        raise ValueError(f"user fields must be a dict, got {type(fields).__name__}")
+    unknown = sorted(str(key) for key in fields if key not in USER_UPDATE_FIELDS)
+    if unknown:
+        raise ValueError(f"not user fields bulk_update_users may set: {', '.join(unknown)}")
+    wanted: dict[str, Any] = {}
+    for key, value in fields.items():
+        if value is None or value == "":
+            if key in ("username", "activeStatus"):
+                raise ValueError(f"{key} cannot be empty")
+            wanted[key] = None
+        elif key == "activeStatus":
+            if value not in (0, 1) or isinstance(value, bool):
+                raise ValueError(f"activeStatus must be 0 (active) or 1 (inactive), got {value!r}")
+            wanted[key] = int(value)
+        elif key in USER_DATE_FIELDS:
+            wanted[key] = _date_text(value, key)
+        elif key in USER_GUID_FIELDS:
+            wanted[key] = guid(value, key)
+        else:
+            wanted[key] = str(value)
+    return wanted
+
+
+def _date_text(value: Any, name: str) -> str:
+    """A plain date stays ``YYYY-MM-DD`` (compared by day); anything else becomes ISO UTC."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str) and _is_plain_date(value.strip()):
+        return value.strip()
+    return iso_utc(value, name)
+
+
+def _is_plain_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return len(text) == 10
+
+
+def _same_user_value(key: str, current: Any, wanted: Any) -> bool:
+    """Whether Absorb's ``current`` value already is ``wanted`` (GUIDs by value, dates by day or
+    instant, empty text as null)."""
+    if wanted is None:
+        return current in (None, "")
+    if current in (None, ""):
+        return False
+    if key in USER_DATE_FIELDS:
+        if len(wanted) == 10:
+            return str(current)[:10] == wanted
+        try:
+            return iso_utc(current, key) == iso_utc(wanted, key)
+        except ValueError:
+            return False
+    if key in USER_GUID_FIELDS:
+        return str(current).lower() == wanted.lower()
+    if key == "activeStatus":
+        return int(current) == wanted
+    return str(current) == wanted
+
+
+def _user_outcome(
+    user_id: Any, outcome: str, *, changed: list[str] | None = None, error: str | None = None
+) -> dict:
+    """One user's row; the enrollment rows' keys too, so the write journal takes it as it is."""
+    return {
+        "key": user_id,
+        "user_id": user_id,
+        "course_id": None,
+        "enrollment_id": None,
+        "outcome": outcome,
+        "changed": changed or [],
         "error": error,
     }
 

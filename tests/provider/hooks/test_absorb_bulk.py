@@ -21,7 +21,10 @@ def _items(users: list[str], due: str | None) -> list[dict]:
 
 def _unenrolled_users(hook, count: int) -> list[str]:
     enrolled = {e["userId"] for e in hook.list_course_enrollments(COURSE) if e.get("isActive", True)}
-    users = [u["id"] for u in hook.list_users(sort="externalId") if u.get("externalId")]
+    # active people only: Absorb (and the sandbox) refuse to enroll an inactive user
+    users = [
+        u["id"] for u in hook.list_users(filter="activeStatus eq 0", sort="externalId") if u.get("externalId")
+    ]
     return [u for u in users if u not in enrolled][:count]
 
 

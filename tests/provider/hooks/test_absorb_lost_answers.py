@@ -32,7 +32,10 @@ def hook(hook_for, server):
 
 def _unenrolled_users(hook, count: int) -> list[str]:
     enrolled = {e["userId"] for e in hook.list_course_enrollments(COURSE)}
-    users = [u["id"] for u in hook.list_users(sort="externalId") if u.get("externalId")]
+    # active people only: Absorb (and the sandbox) refuse to enroll an inactive user
+    users = [
+        u["id"] for u in hook.list_users(filter="activeStatus eq 0", sort="externalId") if u.get("externalId")
+    ]
     return [u for u in users if u not in enrolled][:count]
 
 
