@@ -71,8 +71,9 @@ def html_context(readiness: Readiness, files: dict[str, str]) -> dict:
         tone = "bad"
     else:
         headline = [
-            "GO: every check passed"
-            + (f"; {len(warned)} to look at before the first sync" if warned else ""),
+            f"GO: no check failed; {len(warned)} to look at before the first sync"
+            if warned
+            else "GO: every check passed"
         ]
         tone = "held" if warned else "ok"
     figures = readiness.figures
