@@ -186,3 +186,84 @@ def test_file_gate_passes_a_clean_large_export_and_an_empty_one(tmp_path):
     empty = validate_export_file(tmp_path / "empty.parquet", previous_completed_count=None, now=NOW)
     assert empty.passed, empty.failures
     assert empty.statistics["row_count"] == 0
+
+
+def counted_file(frame: pd.DataFrame, path, folder) -> None:
+    """``frame`` written to ``path`` and counted as the extract counts it (saved in ``folder``)."""
+    import pyarrow.parquet as pq
+    from absorb_sync.export_checks import ExportChecks
+
+    frame.to_parquet(path, index=False)
+    checks = ExportChecks(list(frame.columns), NOW)
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4_000):
+        checks.add(batch)
+    checks.finish(lambda: pq.ParquetFile(path).iter_batches(batch_size=4_000))
+    checks.save(folder, {"rows": len(frame), "bytes": path.stat().st_size})
+
+
+def test_file_gate_takes_the_extracts_counts_only_for_the_same_file(tmp_path, caplog):
+    from absorb_sync.export_checks import ExportChecks
+    from absorb_sync.gates.export_gate import validate_export_file
+    from airflow.sdk import ObjectStoragePath
+
+    folder, path = ObjectStoragePath(f"file://{tmp_path}"), tmp_path / "export.parquet"
+    bad = big_frame(9_000)
+    bad.loc[[5, 8_500], "status"] = 13
+    bad.loc[8_999, "enrollment_id"] = "e7"  # a duplicate in another batch
+    counted_file(bad, path, folder)
+    with caplog.at_level("INFO", logger="absorb_sync.gates.export_gate"):
+        result = validate_export_file(
+            path, previous_completed_count=None, now=NOW, counted=ExportChecks.load(folder)
+        )
+    assert "exact counts from the extract's pass" in caplog.text
+    assert {f["description"]: f["unexpected_count"] for f in result.failures} == {
+        "enrollment_id is unique": 2,
+        "status is an Absorb enrollment status (0..12)": 2,
+    }
+    assert result.statistics["row_count"] == 9_000
+    # counts of another file (the clean one is smaller) are not taken: the gate counts this file
+    counted_file(big_frame(9_000), path, folder)
+    bad.to_parquet(path, index=False)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="absorb_sync.gates.export_gate"):
+        again = validate_export_file(
+            path, previous_completed_count=None, now=NOW, counted=ExportChecks.load(folder)
+        )
+    assert "counting it again" in caplog.text
+    assert again.failures == result.failures
+
+
+def test_counts_settle_hash_collisions_exactly(monkeypatch):
+    """Every key hash colliding: the repeated hashes are re-read and no real duplicate is counted."""
+    import numpy as np
+    from absorb_sync import export_checks
+
+    monkeypatch.setattr(export_checks, "string_hashes", lambda values: np.zeros(len(values), np.uint64))
+    frame = big_frame(12_000)
+    assert check(frame).passed
+    frame.loc[11_000, "enrollment_id"] = "e3"
+    failures = check(frame).failures
+    assert [(f["description"], f["unexpected_count"]) for f in failures] == [("enrollment_id is unique", 2)]
+
+
+def test_string_hashes_tell_strings_apart_and_repeat_for_equal_ones():
+    import pyarrow as pa
+    from absorb_sync.export_checks import string_hashes
+
+    values = ["", "a", "b", "ab", "ba", "a" * 300, "é", "e3", "e3", "", "x" * 299 + "y"]
+    hashes = string_hashes(pa.array(values).slice(0))
+    assert len(set(hashes.tolist())) == len(set(values))
+    assert hashes[7] == hashes[8] and hashes[0] == hashes[9]
+    assert (string_hashes(pa.array(values).slice(3, 4)) == hashes[3:7]).all()  # offsets honoured
+
+
+def test_counts_reused_at_a_later_time_only_when_nothing_completes_after_it():
+    from datetime import timedelta
+
+    from absorb_sync.export_checks import ExportChecks
+
+    checks = ExportChecks(list(export_frame(clean_rows()).columns), NOW)
+    checks.add(__import__("pyarrow").Table.from_pandas(export_frame(clean_rows()), preserve_index=False))
+    assert checks.future_completions(NOW) == 0
+    assert checks.future_completions(NOW + timedelta(days=1)) == 0  # latest completion 2026-02-01
+    assert checks.future_completions(datetime(2026, 1, 1, tzinfo=UTC)) is None  # recount needed

@@ -6,7 +6,8 @@ or when there is no previous export. The completed-count drop check compares ful
 (an increment's completed count says nothing about a drop).
 
 Run folder: ``export.parquet`` (the normalised table), ``export_aggregates.json`` (the report's
-counts), ``export_validation.json``, ``completions/<partition>=<value>/part-0.parquet``,
+counts), ``export_checks.json`` + ``export_sample.parquet`` (the gate's exact counts and GX
+sample, counted by the extract), ``export_validation.json``, ``completions/<partition>=<value>/part-0.parquet``,
 ``completions.csv``, ``compliance_report.html``, ``summary.json``. ``output_path`` sends the data
 files elsewhere (any ObjectStoragePath). The extract writes the CSV and the ``course_id``
 partitions into ``_staging/`` as it goes; ``write_outputs`` (after the gate) moves them into place,
@@ -14,7 +15,8 @@ and a failed gate deletes them.
 
 The data never sits in memory whole: the extract streams Arrow pages (several courses read at
 once, in course order) through the vectorised normaliser into ``export.parquet``, counting the
-report's aggregates as it goes; the gate, the writers and the report read batches or aggregates.
+report's aggregates and the gate's checks as it goes; the gate reads those counts and a sample,
+the writers read batches, the report reads aggregates.
 Rows are grouped by course (course ids ascending), in Absorb's order within a course.
 """
 
@@ -110,10 +112,12 @@ def extract_enrollments(
         BATCH_ROWS,
         CsvWriter,
         GroupedPartitionWriter,
+        export_batches,
         export_schema,
         normalise_table,
         user_attributes,
     )
+    from absorb_sync.export_checks import GATE_COLUMNS, ExportChecks
     from absorb_sync.export_report import ComplianceAggregates
 
     catalog = {c["id"]: c.get("name") for c in hook.list_courses()}
@@ -133,6 +137,7 @@ def extract_enrollments(
         depth=READ_AHEAD_PAGES,
     )
     aggregates = ComplianceAggregates()
+    checks = ExportChecks(export_schema().names, now)  # the gate's exact counts, in the same pass
     target = folder / "export.parquet"
     staging = folder / STAGING
     _remove(staging)
@@ -150,6 +155,7 @@ def extract_enrollments(
         pending.clear()
         writer.write_table(table)
         aggregates.add(table)
+        checks.add(table)
         csv.write(table)
         if parts is not None and not parts.write(table):  # not grouped: write_outputs partitions
             parts.close()
@@ -172,6 +178,8 @@ def extract_enrollments(
                 flush(writer)
         csv.close()
         staged_files = parts.close() if parts is not None else None
+        checks.finish(lambda: export_batches(target, list(GATE_COLUMNS)))  # reads only on a repeated key hash
+        checks.save(folder, {"rows": checks.rows, "bytes": target.stat().st_size})
     except BaseException:
         target.unlink(missing_ok=True)  # never leave a half export that looks complete
         csv.close()
@@ -240,8 +248,10 @@ def gate_export(
     drop_tolerance_pct: float,
     now: datetime,
 ) -> dict:
-    """GX export gate (exact streaming counts over every row, GX on a bounded sample); the full
-    validation result is saved next to the outputs."""
+    """GX export gate: exact counts over every row (the extract's, kept with the file, when they
+    describe this very file; else counted here), GX on a bounded sample; the full validation
+    result is saved next to the outputs."""
+    from absorb_sync.export_checks import ExportChecks
     from absorb_sync.gates.export_gate import validate_export_file
 
     previous = state.last_export()
@@ -251,6 +261,7 @@ def gate_export(
         previous_completed_count=previous.get("completed") if comparable else None,
         drop_tolerance_pct=drop_tolerance_pct,
         now=now,
+        counted=ExportChecks.load(folder),
     )
     result.save(folder / "export_validation.json")
     summary = result.summary()
