@@ -1,6 +1,6 @@
 """Which run files the reports plugin may serve, and where they are.
 
-Only the three Absorb DAGs, only the file names below, and only run ids that are plain names: the
+Only the Absorb DAGs (the three pipelines and the portal readiness check), only the file names below, and only run ids that are plain names: the
 folder is ``{output root}/{dag_id}/{run_key(run_id)}/{name}``, built from validated parts, never from
 a path the caller wrote. The output root is the env ``ABSORB_OUTPUT_ROOT`` (else ``var/output``),
 read on each request so that it works with any ObjectStoragePath (``s3://...``) the API server can
@@ -15,13 +15,15 @@ from dataclasses import dataclass
 
 from absorb_sync.jobs.runtime import EXPORT_DAG_ID, SYNC_DAG_ID, UNENROLL_DAG_ID, output_root, run_key
 
-DAG_IDS = (SYNC_DAG_ID, UNENROLL_DAG_ID, EXPORT_DAG_ID)
+PORTAL_CHECK_DAG_ID = "absorb_portal_check"
+DAG_IDS = (SYNC_DAG_ID, UNENROLL_DAG_ID, EXPORT_DAG_ID, PORTAL_CHECK_DAG_ID)
 
 # The run's main report, per DAG: what the "Absorb report" tab opens.
 REPORTS = {
     SYNC_DAG_ID: "report.html",
     UNENROLL_DAG_ID: "report.html",
     EXPORT_DAG_ID: "compliance_report.html",
+    PORTAL_CHECK_DAG_ID: "readiness.html",
 }
 
 # name -> (media type, what it is). Parquet hand-over files and snapshots are not served.
@@ -42,6 +44,9 @@ KNOWN_FILES: dict[str, tuple[str, str]] = {
     "skipped.csv": ("text/csv; charset=utf-8", "people skipped, with the reason"),
     "unresolved.csv": ("text/csv; charset=utf-8", "people who matched no Absorb user"),
     "completions.csv": ("text/csv; charset=utf-8", "the completion export"),
+    "readiness.html": ("text/html; charset=utf-8", "the portal readiness report"),
+    "readiness.json": ("application/json", "the portal readiness checks, machine-readable"),
+    "first_sync_plan.csv": ("text/csv; charset=utf-8", "the first sync's plan, as the check dry-ran it"),
 }
 
 # Airflow's default allowed_run_id_pattern is ^[A-Za-z0-9_.~:+-]+$; "=" is kept by run_key too.

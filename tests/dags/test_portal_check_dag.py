@@ -23,6 +23,20 @@ def test_a_ready_portal_passes_with_a_report_and_no_write(world):
     assert world.writes() == writes
 
 
+def test_the_readiness_report_is_served_by_the_reports_plugin(world, monkeypatch):
+    """The "Absorb report" tab of a check run opens readiness.html (the plugin's own file lookup)."""
+    from absorb_reports.files import RunFiles
+    from absorb_sync.portal.check import DAG_ID as CHECK_DAG_ID
+
+    feed, _ = world.feed("portal_check_plugin.csv")
+    run = run_dag(DAG_ID, world.output, {"feed_path": str(feed), "rules_path": str(RULES)})
+    monkeypatch.setenv("ABSORB_OUTPUT_ROOT", str(world.output))
+    files = RunFiles.of(CHECK_DAG_ID, run.run_id)
+    assert files.present()[:1] == ["readiness.html"]
+    assert {"readiness.json", "first_sync_plan.csv"} <= set(files.present())
+    assert "Absorb portal readiness" in files.file("readiness.html").read_text()
+
+
 def test_a_portal_that_does_not_fit_fails_the_task_after_writing_the_report(world, tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(
