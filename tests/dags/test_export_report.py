@@ -275,3 +275,28 @@ def test_compliance_aggregates_survive_json_and_match_the_frame():
     active = frame["is_active"].fillna(True).astype(bool)
     assert restored.active == int(active.sum()) and restored.rows == len(frame)
     assert restored.completed == int(frame["is_completed"].sum())
+
+
+def test_export_schema_is_what_pandas_gives_for_the_export_frame():
+    """Built in Arrow (the extract never imports pandas), with the same pandas metadata."""
+    import pyarrow as pa
+    from absorb_sync.export import _empty_export, export_schema
+
+    for drop in ((), ("course_id",)):
+        frame = _empty_export().drop(columns=list(drop))
+        assert export_schema(drop).equals(
+            pa.Schema.from_pandas(frame, preserve_index=False), check_metadata=True
+        )
+
+
+def test_iso_text_with_a_zone_and_other_forms_give_the_same_instants():
+    """Arrow's direct cast (what Absorb sends) and the fallback parser agree."""
+    import pyarrow as pa
+    from absorb_provider.io import parse_timestamps
+    from absorb_sync.export import _utc_timestamps
+
+    absorb = pa.array(["2024-07-12T05:02:20.000000Z", None, "2024-07-12T05:02:20+05:00"])
+    assert _utc_timestamps(absorb).equals(parse_timestamps(absorb))
+    other = pa.array(["2024-07-12T05:02:20.1234567Z", "2024-07-12", "2024-07-12T05:02:20", "garbage"])
+    assert _utc_timestamps(other).equals(parse_timestamps(other))
+    assert _utc_timestamps(other).null_count == 1
