@@ -181,6 +181,33 @@ def export_schema(drop: tuple[str, ...] = ()) -> pa.Schema:
     return pa.schema(fields, metadata={b"pandas": json.dumps(pandas).encode()})
 
 
+# columns whose values repeat (people, courses, names, scores): dictionary-encoded in Parquet;
+# unique ids and timestamps are not (a dictionary there is built and then abandoned: wasted work)
+DICTIONARY_COLUMNS = (
+    "user_id",
+    "course_id",
+    "course_name",
+    "employee_id",
+    "full_name",
+    "status",
+    "status_name",
+    "progress",
+    "score",
+    "time_spent_seconds",
+    "department",
+    "job_title",
+    "location",
+)
+
+
+def parquet_writer(sink: Any, schema: pa.Schema) -> Any:
+    """A ``ParquetWriter`` for export data: snappy, dictionaries only where values repeat."""
+    import pyarrow.parquet as pq
+
+    dictionary = [name for name in DICTIONARY_COLUMNS if name in schema.names]
+    return pq.ParquetWriter(sink, schema, compression="snappy", use_dictionary=dictionary)
+
+
 # --- normalising ---------------------------------------------------------------------------------
 
 
@@ -542,7 +569,6 @@ def write_partitioned_parquet(source: Any, folder: Any, partition_by: str = "cou
     """
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     if partition_by not in {"course_id", "date_completed", "date_edited"}:
         raise ValueError(
@@ -588,7 +614,7 @@ def write_partitioned_parquet(source: Any, folder: Any, partition_by: str = "cou
             target = folder / f"{name}={key}" / "part-0.parquet"
             target.parent.mkdir(parents=True, exist_ok=True)
             handle = target.open("wb")
-            open_files[key] = (handle, pq.ParquetWriter(handle, schema, compression="snappy"))
+            open_files[key] = (handle, parquet_writer(handle, schema))
             written.append(str(target))
         return open_files[key][1]
 
@@ -752,7 +778,6 @@ class GroupedPartitionWriter:
         return True
 
     def _writer(self, key: str) -> Any:
-        import pyarrow.parquet as pq
 
         if self._current and self._current[0] == key:
             return self._current[2]
@@ -760,7 +785,7 @@ class GroupedPartitionWriter:
         target = self.folder / f"{self.name}={key}" / "part-0.parquet"
         target.parent.mkdir(parents=True, exist_ok=True)
         handle = target.open("wb")
-        self._current = (key, handle, pq.ParquetWriter(handle, self.schema, compression="snappy"))
+        self._current = (key, handle, parquet_writer(handle, self.schema))
         self.written.append(str(target))
         return self._current[2]
 

@@ -105,7 +105,6 @@ def extract_enrollments(
     CSV, and the ``course_id`` partitions, which the course-ordered stream gives in one pass);
     ``write_outputs`` only moves them into place once the gate has passed."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
     from absorb_provider.io import tables_by_course
 
     from absorb_sync.export import (
@@ -115,6 +114,7 @@ def extract_enrollments(
         export_batches,
         export_schema,
         normalise_table,
+        parquet_writer,
         user_attributes,
     )
     from absorb_sync.export_checks import GATE_COLUMNS, ExportChecks
@@ -165,7 +165,7 @@ def extract_enrollments(
     try:
         with (
             target.open("wb") as handle,
-            pq.ParquetWriter(handle, export_schema(), compression="snappy") as writer,
+            parquet_writer(handle, export_schema()) as writer,
         ):
             size = 0
             for _course_id, page in pages:
