@@ -41,7 +41,8 @@ def _hook(server, conn_id: str = "absorb_default", **extra):
 
 def _free_pairs(hook, count: int) -> list[tuple[str, str]]:
     """(user, online course) pairs with no active enrollment, across as few courses as needed."""
-    users = [u["id"] for u in hook.list_users() if u.get("externalId")]
+    # active people only: Absorb (and the sandbox) refuse to enroll an inactive user
+    users = [u["id"] for u in hook.list_users(filter="activeStatus eq 0") if u.get("externalId")]
     pairs: list[tuple[str, str]] = []
     for course in hook.list_courses(sort="name"):
         if course.get("courseType") not in (None, "OnlineCourse"):

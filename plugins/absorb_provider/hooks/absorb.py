@@ -41,6 +41,7 @@ from absorb_provider.validation import (
 
 DateLike = datetime | date | str
 BULK_READ_USERS = 100
+USERS_PER_FILTER = 50  # ids OR-ed into one ``_filter`` when bulk_update_users reads users first
 
 
 class AbsorbHook(BaseHook):
@@ -570,12 +571,13 @@ class AbsorbHook(BaseHook):
             if not isinstance(pair, tuple | list) or len(pair) != 2:
                 raise ValueError(f"changes[{index}] must be a (user_id, fields) pair, got {pair!r}")
         repeated = _repeated_users(pairs)
+        known = self._current_users(pairs)
 
         def update(index: int) -> list[dict]:
             user_id, fields = pairs[index]
             if index in repeated:
                 return [_user_outcome(user_id, "failed", error=repeated[index])]
-            return [self._update_user_item(user_id, fields)]
+            return [self._update_user_item(user_id, fields, known)]
 
         return run_bulk(
             "bulk_update_users",
@@ -625,14 +627,38 @@ class AbsorbHook(BaseHook):
             changes.append((user_id, fields))
         return self.bulk_update_users(changes, progress_interval=progress_interval, on_outcomes=on_outcomes)
 
-    def _update_user_item(self, user_id: Any, fields: Any) -> dict:
+    def _current_users(self, pairs: list[Any]) -> dict[str, dict]:
+        """user id -> the user as ``GET /users`` lists it, read ``USERS_PER_FILTER`` at a time
+        (``id eq guid'…' or …``) instead of one GET each; ids a failed read covered (or that it did
+        not find) are left out and read one by one later."""
+        ids = sorted({_guid_or_none(user_id) for user_id, _ in pairs} - {None})
+        chunks = [ids[i : i + USERS_PER_FILTER] for i in range(0, len(ids), USERS_PER_FILTER)]
+
+        def read(chunk: list[str]) -> list[dict]:
+            clause = " or ".join(f"id eq guid'{user_id}'" for user_id in chunk)
+            try:
+                # one more than asked for: the first page is short, so it is the only one read
+                return list(self.list_users(filter=clause, page_size=len(chunk) + 1))
+            except AbsorbError as exc:
+                self.log.warning(
+                    "reading %d users at once failed (%s); reading them one by one", len(chunk), exc
+                )
+                return []
+
+        known: dict[str, dict] = {}
+        with ThreadPoolExecutor(max_workers=self.settings.max_concurrency) as pool:
+            for users in pool.map(read, chunks):
+                known.update({str(user.get("id")).lower(): user for user in users if user.get("id")})
+        return known
+
+    def _update_user_item(self, user_id: Any, fields: Any, known: dict[str, dict] | None = None) -> dict:
         try:
             user_id = guid(user_id, "user_id")
             wanted = _user_fields(fields)
         except ValueError as exc:
             return _user_outcome(user_id, "failed", error=str(exc))
         try:
-            current = self.get_user(user_id)
+            current = (known or {}).get(user_id) or self.get_user(user_id)
         except AbsorbNotFoundError as exc:
             return _user_outcome(user_id, "failed", error=_describe(exc))
         changed = sorted(
@@ -975,6 +1001,13 @@ USER_UPDATE_FIELDS = (
 )
 USER_DATE_FIELDS = ("dateHired", "dateTerminated")
 USER_GUID_FIELDS = ("departmentId", "supervisorId")
+
+
+def _guid_or_none(value: Any) -> str | None:
+    try:
+        return guid(value, "user_id")
+    except ValueError:
+        return None
 
 
 def _repeated_users(pairs: list[Any]) -> dict[int, str]:

@@ -54,6 +54,8 @@ def test_movers_are_updated_once_and_a_rerun_writes_nothing(hook, server):
 
     result = hook.bulk_update_users(changes, on_outcomes=seen.extend)
 
+    routes = server.stats()["by_route"]
+    assert routes["GET /users"] == 1 and "GET /users/{userId}" not in routes  # one read for all four
     assert result.counts == {"updated": 4, "total": 4}, result.failed
     assert sorted(seen, key=lambda o: o["key"]) == sorted(result.outcomes, key=lambda o: o["key"])
     assert [o["user_id"] for o in result.outcomes] == [u["id"] for u in people]
