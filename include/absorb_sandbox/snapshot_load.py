@@ -215,6 +215,7 @@ def load_snapshot(conn: sqlite3.Connection, folder: Path, manifest: dict[str, An
         }
         _check_counts(counts, manifest.get("counts") or {})
         _placeholder_sessions(conn)
+        _create_indices(conn)
         store.set_meta(conn, "seed", SEED_MARK)
         store.set_meta(conn, "snapshot_checksum", manifest["checksum"])
         store.set_meta(conn, "snapshot_portal", json.dumps(manifest.get("portal")))
@@ -288,6 +289,21 @@ def _check_counts(loaded: dict[str, int], expected: dict[str, Any]) -> None:
     ]
     if wrong:
         raise SnapshotLoadError("snapshot counts do not match its manifest: " + "; ".join(wrong))
+
+
+def _create_indices(conn: sqlite3.Connection) -> None:
+    """The store's indices, built inside the load's transaction (and its fast journal mode): a
+    duplicate id refuses the snapshot whole instead of leaving a db without its unique keys."""
+    for statement in store.INDICES.split(";"):
+        if not statement.strip():
+            continue
+        try:
+            conn.execute(statement)
+        except sqlite3.IntegrityError as error:
+            raise SnapshotLoadError(
+                f"the snapshot holds a duplicate ({error}): the portal changed while it was read; "
+                "take the snapshot again (--fresh)"
+            ) from None
 
 
 def _placeholder_sessions(conn: sqlite3.Connection) -> None:

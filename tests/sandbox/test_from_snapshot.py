@@ -273,3 +273,17 @@ def test_serve_names_the_problem_and_exits_2(tmp_path):
     )
     assert done.returncode == 2
     assert "cannot serve" in done.stderr and "users.parquet does not match its checksum" in done.stderr
+
+
+def test_a_snapshot_with_a_duplicate_id_is_refused_whole(tmp_path):
+    """A portal that changed while it was paged can list a row twice: no clone without its keys."""
+    folder = tmp_path / "snapshot"
+    alice = TABLES["users.parquet"][0]
+    write_snapshot(folder, tables={**TABLES, "users.parquet": [alice, {**alice, "username": "alice2"}]})
+    db = tmp_path / "clone.db"
+    with pytest.raises(SnapshotLoadError, match=r"holds a duplicate \(UNIQUE constraint failed: users.id\)"):
+        open_snapshot_store(str(db), folder, "airflow.integration")
+    conn = store.connect(db)
+    store.create_schema(conn)
+    assert not store.is_seeded(conn) and conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
+    conn.close()

@@ -1,0 +1,49 @@
+"""``make rehearse``'s script end to end: snapshot, clone, the sync on the clone, the plan shown;
+the portal sees reads only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from absorb_sandbox.testing import SandboxServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_a_rehearsal_applies_the_first_sync_to_a_clone_and_never_writes_to_the_portal(tmp_path):
+    from absorb_sandbox.hr_feed import export_hr_feed
+
+    with SandboxServer(db_path=tmp_path / "portal.db", seed="small") as portal:
+        feed = tmp_path / "feed.csv"
+        export_hr_feed(portal.db_file, feed, changes=20, seed=2)
+        env = {**os.environ, "AIRFLOW_CONN_ABSORB_DEFAULT": portal.airflow_connection_json()}
+        work = tmp_path / "work"
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "rehearse.py"), "--feed", str(feed), "--work", str(work)]
+            + ["--no-open"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert portal.stats()["write_calls"] == 0
+    assert f"what the first real run against {portal.base_url} would do" in done.stdout
+    (folder,) = (work / "output" / "absorb_hr_enrollment_sync").iterdir()
+    record = json.loads((folder / "rehearsal.json").read_text())
+    assert record["rehearsal"] is True and record["portal"]["base_url"] == portal.base_url
+    assert record["clone"] != portal.base_url and record["clone"].startswith("http://127.0.0.1:")
+    assert record["conf"]["initial_load"] is True and record["run_succeeded"] is True
+    summary = json.loads((folder / "summary.json").read_text())
+    created = summary["outcomes"].get("created", 0)
+    assert created > 0 and record["clone_write_calls"] >= created  # applied, to the clone only
+    plan_lines = (folder / "plan.csv").read_text().splitlines()
+    assert len(plan_lines) > created  # header + the enroll lines and the leavers' lines
+    assert str(folder / "report.html") in done.stdout
