@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from absorb_sandbox.testing import SandboxServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,8 +25,15 @@ def test_a_rehearsal_applies_the_first_sync_to_a_clone_and_never_writes_to_the_p
         env = {**os.environ, "AIRFLOW_CONN_ABSORB_DEFAULT": portal.airflow_connection_json()}
         work = tmp_path / "work"
         done = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "rehearse.py"), "--feed", str(feed), "--work", str(work)]
-            + ["--no-open"],
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "rehearse.py"),
+                "--feed",
+                str(feed),
+                "--work",
+                str(work),
+                "--no-open",
+            ],
             env=env,
             capture_output=True,
             text=True,
