@@ -13,7 +13,8 @@ demand, and updates the `absorb://completions` asset.
    run folder, unpublished.
 2. **validate_export** — Great Expectations gate (unique ids, one active enrollment per person and
    course, enums and ranges, completion dates coherent, completed count not dropping): every
-   check counted exactly over all rows, GX on a bounded sample of them.
+   check counted exactly over all rows (by the extract's pass, kept with the file; the gate
+   recounts a file they do not describe), GX on a bounded sample of them.
 3. **write_outputs** — Parquet partitioned by `partition_by` and a CSV under `output_path` (any
    ObjectStoragePath; default: the run folder); optional upsert into `sql_table` through a
    common-sql connection `sql_conn_id` (e.g. PostgreSQL). Publishes the staged files (a rename
