@@ -53,3 +53,5 @@ def test_a_rehearsal_applies_the_first_sync_to_a_clone_and_never_writes_to_the_p
     plan_lines = (folder / "plan.csv").read_text().splitlines()
     assert len(plan_lines) > created  # header + the enroll lines and the leavers' lines
     assert str(folder / "report.html") in done.stdout
+    report = (folder / "report.html").read_text()
+    assert "<strong>REHEARSAL</strong> on a local clone" in report and portal.base_url in report

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop(clone["process"])
     record = write_record(folder, manifest, snapshot, clone["base_url"], conf, succeeded, stats)
+    mark_report(folder, record)
     print_outcome(folder, record)
     if not args.no_open:
         open_report(folder)
@@ -280,6 +281,28 @@ def write_record(
     }
     (folder / "rehearsal.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def mark_report(folder: Path, record: dict[str, Any]) -> None:
+    """A banner at the top of ``report.html``: whoever opens it sees it was a rehearsal."""
+    import html
+
+    report = folder / "report.html"
+    if not report.exists():
+        return
+    portal = (record.get("portal") or {}).get("base_url")
+    snapshot = record["snapshot"]
+    banner = (
+        '<div style="background:#fff3cd;border:2px solid #b58900;padding:8px;margin:8px 0">'
+        f"<strong>REHEARSAL</strong> on a local clone ({html.escape(record['clone'])}) of "
+        f"{html.escape(str(portal))}, snapshot {html.escape(str(snapshot['checksum'])[:12])} "
+        f"finished {html.escape(str(snapshot['finished_at']))}: nothing was sent to the portal. "
+        "The first real run plans the same lines and waits for approval before it writes.</div>"
+    )
+    text = report.read_text(encoding="utf-8")
+    start = text.find("<body")
+    end = text.find(">", start) + 1 if start >= 0 else 0
+    report.write_text(text[:end] + banner + text[end:], encoding="utf-8")
 
 
 def plan_counts(folder: Path) -> Counter:
