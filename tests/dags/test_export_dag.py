@@ -75,7 +75,9 @@ def test_incoherent_data_fails_the_export_gate_and_publishes_nothing(world):
     assert run.tasks["validate_export"] == "failed" and run.tasks["write_outputs"] == "upstream_failed"
     assert not (run.folder / "completions").exists() and not (run.folder / "completions.csv").exists()
     assert not (run.folder / "_staging").exists()  # the extract's staged files were deleted too
-    failed = run.json("export_gate.json")["failed_checks"]
+    gate = run.json("export_gate.json")
+    assert gate["statistics"]["exact_counts_by"] == "extract"  # counted in the extract's pass
+    failed = gate["failed_checks"]
     assert [f["description"] for f in failed] == [
         "completed (status 3) if and only if a completion date is set"
     ]

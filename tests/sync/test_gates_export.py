@@ -216,6 +216,7 @@ def test_file_gate_takes_the_extracts_counts_only_for_the_same_file(tmp_path, ca
             path, previous_completed_count=None, now=NOW, counted=ExportChecks.load(folder)
         )
     assert "exact counts from the extract's pass" in caplog.text
+    assert result.statistics["exact_counts_by"] == "extract"
     assert {f["description"]: f["unexpected_count"] for f in result.failures} == {
         "enrollment_id is unique": 2,
         "status is an Absorb enrollment status (0..12)": 2,
@@ -229,7 +230,7 @@ def test_file_gate_takes_the_extracts_counts_only_for_the_same_file(tmp_path, ca
         again = validate_export_file(
             path, previous_completed_count=None, now=NOW, counted=ExportChecks.load(folder)
         )
-    assert "counting it again" in caplog.text
+    assert "counting it again" in caplog.text and again.statistics["exact_counts_by"] == "gate"
     assert again.failures == result.failures
 
 

@@ -79,7 +79,7 @@ def validate_export(
             yield _arrow(frame.iloc[start : start + BATCH_ROWS])
 
     checks = _count(columns, batches, now)
-    return _validate(checks, previous_completed_count, drop_tolerance_pct, now)
+    return _validate(checks, previous_completed_count, drop_tolerance_pct, now, "gate")
 
 
 def validate_export_file(
@@ -107,7 +107,7 @@ def validate_export_file(
         checks, counted_source = counted
         if _reusable(checks, counted_source, described, columns, now):
             log.info("export gate: exact counts from the extract's pass over the same file %s", described)
-            return _validate(checks, previous_completed_count, drop_tolerance_pct, now)
+            return _validate(checks, previous_completed_count, drop_tolerance_pct, now, "extract")
         log.info("export gate: the extract's counts do not describe this file or time; counting it again")
     wanted = [c for c in GATE_COLUMNS if c in columns]
 
@@ -117,7 +117,7 @@ def validate_export_file(
             yield from reader.iter_batches(batch_size=BATCH_ROWS, columns=wanted, use_threads=False)
 
     checks = _count(columns, batches, now)
-    return _validate(checks, previous_completed_count, drop_tolerance_pct, now)
+    return _validate(checks, previous_completed_count, drop_tolerance_pct, now, "gate")
 
 
 def _reusable(checks: ExportChecks, source: dict, described: dict, columns: list[str], now: datetime) -> bool:
@@ -160,7 +160,9 @@ def _validate(
     previous_completed_count: int | None,
     drop_tolerance_pct: float,
     now: datetime,
+    counted_by: str,
 ) -> GateResult:
+    """GX on the sample, the exact counts over every row (``counted_by``: the extract or the gate)."""
     columns, missing = scan.columns, scan.missing
     pairs = [
         (
@@ -209,6 +211,7 @@ def _validate(
         "evaluated_checks": len(ordered),
         "failed_checks": len(failures),
         "gx_sample_rows": len(sample),
+        "exact_counts_by": counted_by,
     }
     # counted over every row (the exact counts replaced GX's sample counts above)
     log_checks(
