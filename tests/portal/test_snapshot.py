@@ -231,3 +231,14 @@ def test_from_env_names_what_is_missing(tmp_path, monkeypatch, capsys):
     assert portal_main(["snapshot", "--from-env", "--out", str(tmp_path / "s")]) == 1
     error = capsys.readouterr().err
     assert "ABSORB_PASSWORD, ABSORB_PRIVATE_KEY, ABSORB_BASE_URL or ABSORB_REGION" in error
+
+
+def test_a_finished_snapshot_of_another_portal_is_not_reused(world, plain, tmp_path, monkeypatch, capsys):
+    with SandboxServer(db_path=tmp_path / "other.db", seed="small") as other:
+        monkeypatch.setenv("AIRFLOW_CONN_ABSORB_OTHER", other.airflow_connection_json())
+        calls = other.stats()["total_requests"]
+        assert snapshot(plain["out"], conn_id="absorb_other") == 1
+        assert other.stats()["total_requests"] == calls  # refused before any call
+    error = capsys.readouterr().err
+    assert "holds a finished snapshot of" in error and world["original"].base_url in error
+    assert snapshot(plain["out"], "--pseudonymise") == 1  # nor a plain one for a pseudonymised ask

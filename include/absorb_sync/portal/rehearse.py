@@ -115,23 +115,27 @@ def sync_conf(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def ensure_snapshot(args: argparse.Namespace, snapshot: Path) -> dict[str, Any] | None:
-    """A finished snapshot in ``snapshot`` (taken, resumed or reused); None when it failed."""
-    manifest_path = snapshot / "manifest.json"
-    if manifest_path.exists() and not args.fresh_snapshot:
-        manifest = json.loads(manifest_path.read_text())
-        print(
-            f"==> reusing the snapshot in {snapshot} (of {manifest['portal']['base_url']}, finished "
-            f"{manifest['finished_at']}; --fresh-snapshot / FRESH=1 takes a new one)"
-        )
-        return manifest
-    print(f"==> snapshot of the portal into {snapshot} (read-only)")
+    """A finished snapshot of the portal in ``snapshot``: taken, resumed, or reused when the one
+    there is finished and of the same portal (the snapshot command checks); None when it failed."""
+    print(
+        f"==> snapshot of the portal into {snapshot} (read-only; a finished one of the same portal is reused)"
+    )
     command = [sys.executable, "-m", "absorb_sync.portal.cli", "snapshot", "--out", str(snapshot)]
     command += ["--from-env"] if args.from_env else ["--conn-id", args.conn_id or "absorb_default"]
     command += ["--pseudonymise"] * args.pseudonymise + ["--fresh"] * args.fresh_snapshot
-    if subprocess.run(command).returncode != 0 or not manifest_path.exists():
-        print("rehearse: the snapshot did not finish; run again to resume it", file=sys.stderr)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
+    manifest_path = snapshot / "manifest.json"
+    if done.returncode != 0 or not manifest_path.exists():
+        print("rehearse: no finished snapshot (see above); run again to resume it", file=sys.stderr)
         return None
-    return json.loads(manifest_path.read_text())
+    manifest = json.loads(manifest_path.read_text())
+    reused = '"already_complete": true' in done.stdout
+    print(
+        f"    {'reused' if reused else 'taken'}: {manifest['portal']['base_url']}, finished "
+        f"{manifest['finished_at']}, {manifest['counts']['users']:,} users, "
+        f"{manifest['counts']['enrollments']:,} enrollments (FRESH=1 takes a new one)"
+    )
+    return manifest
 
 
 def start_clone(snapshot: Path, work: Path) -> dict[str, Any]:

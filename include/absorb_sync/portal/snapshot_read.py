@@ -122,11 +122,12 @@ def take_snapshot(hook: Any, options: SnapshotOptions, progress: Progress | None
     out.mkdir(parents=True, exist_ok=True)
     if options.fresh:
         clear_snapshot(out)
+    identity = _identity(hook, options)
     existing = fmt.read_json(out / fmt.MANIFEST)
     if existing is not None:
+        _check_same_source(out, existing, identity, "a finished")
         existing["already_complete"] = True
         return existing
-    identity = _identity(hook, options)
     started_at = _resume_or_start(out, identity)
     guard_read_only(hook.client)
     started = time.perf_counter()
@@ -165,13 +166,7 @@ def _resume_or_start(out: Path, identity: dict[str, Any]) -> str:
     """The start time of the snapshot being (re)taken; refuses to mix two portals or settings."""
     previous = fmt.read_json(out / fmt.PROGRESS)
     if previous is not None:
-        kept = {key: previous.get(key) for key in identity}
-        if kept != identity:
-            raise SnapshotError(
-                f"{out} holds an unfinished snapshot of {previous.get('portal')} "
-                f"(pseudonymised={previous.get('pseudonymised')}), not of {identity['portal']} "
-                f"(pseudonymised={identity['pseudonymised']}): pass --fresh to start over, or another --out"
-            )
+        _check_same_source(out, previous, identity, "an unfinished")
         return previous["started_at"]
     leftovers = [p.name for p in fmt.data_files(out)]
     if leftovers:
@@ -182,6 +177,16 @@ def _resume_or_start(out: Path, identity: dict[str, Any]) -> str:
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     fmt.write_json(out / fmt.PROGRESS, {**identity, "started_at": started_at})
     return started_at
+
+
+def _check_same_source(out: Path, found: dict[str, Any], identity: dict[str, Any], what: str) -> None:
+    """Never mix two portals (or a plain and a pseudonymised read) in one folder."""
+    if {key: found.get(key) for key in identity} != identity:
+        raise SnapshotError(
+            f"{out} holds {what} snapshot of {found.get('portal')} "
+            f"(pseudonymised={found.get('pseudonymised')}), not of {identity['portal']} "
+            f"(pseudonymised={identity['pseudonymised']}): pass --fresh to start over, or another --out"
+        )
 
 
 def _write_table(path: Path, fields, rows: Iterable[dict], progress: Progress) -> int:
