@@ -68,9 +68,11 @@ class User(BaseModel):
 
 
 class UserInput(BaseModel):
-    """Fields of ``POST /users`` / ``PUT /users/{id}``; upsert matches externalId, then username."""
+    """Fields of ``POST /users`` / ``PUT /users/{id}``; upsert matches externalId, then username.
+    A PUT changes the fields present; ``password`` is accepted, never stored or returned."""
 
     username: str | None = None
+    password: str | None = Field(None, min_length=1, max_length=255)
     departmentId: GuidStr | None = None
     firstName: str | None = None
     lastName: str | None = None
