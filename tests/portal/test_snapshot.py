@@ -152,7 +152,7 @@ def test_the_plan_against_a_pseudonymised_clone_is_the_plan_against_the_original
 
 
 def test_an_interrupted_snapshot_resumes_where_it_stopped(tmp_path):
-    with SandboxServer(db_path=tmp_path / "slow.db", seed="small", rate_limit=4) as portal:
+    with SandboxServer(db_path=tmp_path / "slow.db", seed="small", rate_limit=2) as portal:
         env_name = "AIRFLOW_CONN_ABSORB_SLOW"
         command = [sys.executable, "-m", "absorb_sync.portal.cli", "snapshot", "--conn-id", "absorb_slow"]
         command += ["--catalogue-sample", "0", "--out"]
