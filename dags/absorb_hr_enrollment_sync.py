@@ -9,9 +9,13 @@ Keeps Absorb LMS enrollments in line with the HR system, every day and on demand
 2. **validate_feed** — Great Expectations gate. Bad rows go to `rejects.csv` with their line
    numbers; a table-level failure (schema, duplicates, size drift...) stops the run before any write.
 3. **resolve_people** — employee id = Absorb `externalId`, one paged read of the users.
-4. **plan_enrollments** — rules (`rules_path`) + current enrollments of the rule courses (paged)
-   → a plan of enroll / re_enroll / update_due_date / unenroll lines, each with a reason.
-5. **gate_plan** — holds a plan removing over `max_removal_pct`, adding over `max_additions`, on
+4. **plan_enrollments** — user changes (the rules file's `users:` section: `create_user` with
+   `create_missing_users`, `update_user` of the managed fields, `deactivate_user` of leavers whose
+   open enrollments are gone, `reactivate_user` of rehires) in `user_plan.csv`, then rules
+   (`rules_path`) + current enrollments of the rule courses (paged) → a plan of enroll / re_enroll /
+   update_due_date / unenroll lines, each with a reason.
+5. **gate_plan** — holds a plan removing over `max_removal_pct`, deactivating over
+   `max_deactivation_pct` of the active users, adding over `max_additions`, on
    a feed that shrank, or the **first apply against a portal** (no feed accepted for it yet,
    without `initial_load`) — unless `override_thresholds` with an `override_reason` (recorded; an
    override never stands in for `initial_load`). An incomplete Absorb read fails the run here:
@@ -21,8 +25,9 @@ Keeps Absorb LMS enrollments in line with the HR system, every day and on demand
    required) → apply; **Reject** → everything after is skipped, nothing written, the run succeeds
    and says who rejected it; **no answer** within `approval_timeout_hours` (24) → the same, but the
    run fails. `on_hold: fail` fails at once instead of waiting.
-6. **apply_plan** — bulk writes (skipped on `dry_run`); every write journalled as it happens, so
-   provenance survives a crash.
+6. **apply_plan** — users created, reactivated and updated first, then the bulk enrollment
+   writes, then the leavers' deactivations (skipped on `dry_run`); every write journalled as it
+   happens, so provenance survives a crash.
 7. **verify_and_report** — reads Absorb back, writes `report.html`, `summary.json`, CSVs.
 8. **trigger_unenrollment** — hands leavers to `absorb_bulk_unenrollment`, with what the
    hand-over was computed from (sync run, feed checksum, portal) so a late run re-checks it.
@@ -104,6 +109,14 @@ PARAMS = {
         title="Max removals (%)",
         description="Refuse a plan removing more than this share of the active enrollments in the rule courses.",
     ),
+    "max_deactivation_pct": Param(
+        5.0,
+        type="number",
+        minimum=0,
+        maximum=100,
+        title="Max user deactivations (%)",
+        description="Hold a plan deactivating more than this share of the portal's active users.",
+    ),
     "max_additions": Param(
         None,
         type=["null", "integer"],
@@ -141,7 +154,8 @@ PARAMS = {
         False,
         type="boolean",
         title="Create missing users",
-        description="Create Absorb users for active people not found by employee id (off: only reported).",
+        description="Plan a user for active people not found by employee id (created at apply, before "
+        "their enrollments; off: only reported).",
     ),
     **approval_params(),
     **connection_and_output_params(),
@@ -219,7 +233,8 @@ def absorb_hr_enrollment_sync():
 
     @task(
         task_display_name="Plan enrollments",
-        doc_md="Rules + current enrollments → plan.csv: enroll, re-enroll, due-date and unenroll lines with reasons.",
+        doc_md="User changes (user_plan.csv) and rules + current enrollments → plan.csv: enroll, re-enroll, "
+        "due-date and unenroll lines with reasons.",
         **API_TASK,
     )
     def plan_enrollments(people: dict) -> dict:
@@ -233,6 +248,7 @@ def absorb_hr_enrollment_sync():
             rules_path=run.params["rules_path"],
             state=run.state(),
             today=run.today,
+            create_missing_users=run.params["create_missing_users"],
         )
 
     @task(
@@ -255,6 +271,7 @@ def absorb_hr_enrollment_sync():
             initial_load=run.params["initial_load"],
             dry_run=run.params["dry_run"],
             max_removal_pct=run.params["max_removal_pct"],
+            max_deactivation_pct=run.params["max_deactivation_pct"],
             max_additions=run.params["max_additions"],
             override=run.params["override_thresholds"],
             override_reason=run.params["override_reason"],

@@ -138,7 +138,38 @@ def sync_body(*, folder: Any, decision: Mapping[str, Any], timeout_h: float) -> 
         files=[folder / "plan.csv", folder / "report.html", folder / "plan_decision.json"],
         timeout_h=timeout_h,
         what="the HR sync plan",
+        users=read_frame(folder / "user_plan.parquet") if (folder / "user_plan.parquet").exists() else None,
     )
+
+
+USER_WORDS = {
+    "create_user": "create user",
+    "reactivate_user": "reactivate user (rehire)",
+    "update_user": "update user",
+    "deactivate_user": "deactivate user (leaver)",
+}
+
+
+def _users_markdown(users: pd.DataFrame | None) -> list[str]:
+    """The user changes of a held plan, by name (user_plan.csv has every field)."""
+    if users is None or users.empty:
+        return []
+    words = users["action"].map(lambda a: USER_WORDS.get(a, a))
+    counts = words.value_counts()
+    out = ["", "**Absorb users** (" + ", ".join(f"{w}: {n}" for w, n in counts.items()) + ")", ""]
+    sample = users.head(SAMPLE_PEOPLE)
+    rows = [
+        (
+            f"{line['name']} ({line['employee_id']})",
+            USER_WORDS.get(line["action"], line["action"]),
+            line["reason"],
+        )
+        for line in sample.to_dict("records")
+    ]
+    out.append(_md_table(["person", "change", "why"], rows))
+    if len(users) > len(sample):
+        out.append(f"\n… and {len(users) - len(sample)} more in `user_plan.csv`.")
+    return out
 
 
 def _plan_markdown(
@@ -150,6 +181,7 @@ def _plan_markdown(
     files: list[Any],
     timeout_h: float,
     what: str,
+    users: pd.DataFrame | None = None,
 ) -> str:
     import pandas as pd
 
@@ -169,9 +201,13 @@ def _plan_markdown(
     plan["department"] = plan["department"].fillna("(unknown)")
     out = [f"**Why this waits for you:** {what} was held before any write to Absorb."]
     out += [f"- {r}" for r in reasons]
+    out += _users_markdown(users)
     files_line = "**Full plan:** " + ", ".join(f"`{f}`" for f in files)
     if plan.empty:
-        return "\n".join([*out, "", "**What would happen:** nothing: no enrollment matched.", "", files_line])
+        nothing = (
+            "no enrollment change" if users is not None and len(users) else "nothing: no enrollment matched"
+        )
+        return "\n".join([*out, "", f"**What would happen to enrollments:** {nothing}.", "", files_line])
     counts = plan.groupby("what").size().sort_values(ascending=False)
     out += ["", "**What would happen** (" + ", ".join(f"{w}: {n}" for w, n in counts.items()) + ")", ""]
     by_course = plan.groupby(["what", "course"]).size().reset_index(name="n")

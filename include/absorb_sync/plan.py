@@ -14,7 +14,7 @@ The plan is the only place that decides writes, so its safety rules live here:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -469,12 +469,16 @@ def check_plan(
     override: bool = False,
     override_reason: str | None = None,
     holds: Iterable[str] = (),
+    users: Mapping[str, Any] | None = None,
+    max_deactivation_pct: float = 5.0,
 ) -> PlanDecision:
     """Refuse a risky plan unless a person overrides it with a reason.
 
     An incomplete read cannot be overridden: acting on a partial picture of Absorb is the failure
     that deprovisions thousands, and a re-run once the API answers fully repairs it. ``holds`` are
     other refusals that a threshold override does not lift (e.g. a first apply on a portal).
+    ``users`` (the user plan's summary) brings user deactivations under the same gate, counted
+    against the portal's active users (``max_deactivation_pct``).
     """
     reason_text = (override_reason or "").strip()
     if override and not reason_text:
@@ -488,6 +492,12 @@ def check_plan(
         reasons.append(
             f"{summary['removals']} removals are {summary['removal_pct']}% of the {summary['active_in_scope']} "
             f"active enrollments in scope, above max_removal_pct {max_removal_pct:g}%"
+        )
+    deactivations = int((users or {}).get("deactivations") or 0)
+    if deactivations and users["deactivation_pct"] > max_deactivation_pct:
+        reasons.append(
+            f"{deactivations} user deactivations are {users['deactivation_pct']}% of the "
+            f"{users['active_users']} active users, above max_deactivation_pct {max_deactivation_pct:g}%"
         )
     if max_additions is not None and summary["additions"] > max_additions:
         reasons.append(f"{summary['additions']} additions exceed max_additions {max_additions}")

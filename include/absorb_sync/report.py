@@ -153,6 +153,9 @@ def sync_report(
         rejects=_csv(folder, "rejects.csv"),
         missing_people=_csv(folder, "missing_people.csv"),
         now=now,
+        user_lines=_csv(folder, "user_plan.csv"),
+        user_notes=_csv(folder, "user_notes.csv"),
+        user_outcomes=_csv(folder, "user_outcomes.csv"),
     )
     return render("sync.html.j2", context)
 

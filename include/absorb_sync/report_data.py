@@ -541,6 +541,9 @@ def sync_context(
     rejects: pd.DataFrame | None = None,
     missing_people: pd.DataFrame | None = None,
     now: datetime | None = None,
+    user_lines: pd.DataFrame | None = None,
+    user_notes: pd.DataFrame | None = None,
+    user_outcomes: pd.DataFrame | None = None,
 ) -> dict:
     """What the sync report shows, from the run's summary and files (see ``templates/sync.html.j2``)."""
     meta = meta or {}
@@ -652,6 +655,13 @@ def sync_context(
         ),
     ]
 
+    user_changes, left_alone = user_rows(user_lines, user_notes, user_outcomes)
+    user_counts = Counter(r["kind"] for r in user_changes)
+    cards[:0] = [
+        card(USER_ACTION_LABELS[k], user_counts[k], key=k, tone="warn" if k == "deactivate_user" else "")
+        for k in USER_ACTION_LABELS
+        if user_counts[k]
+    ]
     failures = []
     for row in records(outcomes):
         if row.get("outcome") != "failed":
@@ -717,8 +727,12 @@ def sync_context(
         "rejected": limited(rejected),
         "missing": limited(not_in_absorb),
         "handed_over": limited(handed_rows),
+        "user_changes": limited(user_changes),
+        "users_left_alone": limited(left_alone),
         "dry_run": dry_run,
         "files": [
+            ("user_plan.csv", "every user change with the fields from/to and the reason"),
+            ("user_notes.csv", "people whose Absorb user the sync left alone, and why"),
             ("plan.csv", "every plan line with ids and the exact reason"),
             ("outcomes.csv", "Absorb's answer per write"),
             ("rejects.csv", "rejected feed rows with their line numbers"),
@@ -726,6 +740,79 @@ def sync_context(
             ("summary.json", "the numbers of this page, for tools"),
         ],
     }
+
+
+USER_ACTION_LABELS = {
+    "create_user": "Users created",
+    "reactivate_user": "Users reactivated",
+    "update_user": "Users updated",
+    "deactivate_user": "Users deactivated",
+}
+USER_ACTION_WORDS = {
+    "create_user": "Create",
+    "reactivate_user": "Reactivate (rehire)",
+    "update_user": "Update",
+    "deactivate_user": "Deactivate (leaver)",
+}
+USER_NOTE_WORDS = {
+    "quarantined": "Quarantined",
+    "protected": "Protected user",
+    "not_managed": "Not managed by the sync",
+    "waiting_handover": "Waits for the hand-over",
+    "not_deactivated": "Kept active",
+    "ambiguous": "Ambiguous employee id",
+}
+FIELD_WORDS = {
+    "departmentId": "department",
+    "jobTitle": "job title",
+    "supervisorId": "manager",
+    "firstName": "first name",
+    "lastName": "last name",
+    "emailAddress": "email",
+    "location": "location",
+    "activeStatus": "active",
+}
+
+
+def user_rows(
+    lines: pd.DataFrame | None, notes: pd.DataFrame | None, outcomes: pd.DataFrame | None
+) -> tuple[list[dict], list[dict]]:
+    """User changes by name (what changes, why, Absorb's answer) and the people left alone."""
+    import json
+
+    answers = {(r.get("action"), r.get("employee_id")): r for r in records(outcomes)}
+    changes = []
+    for line in records(lines):
+        fields = json.loads(line.get("changes") or "{}")
+        shown = [k for k in fields if k in FIELD_WORDS and k != "activeStatus"]
+        answer = answers.get((line.get("action"), line.get("employee_id"))) or {}
+        changes.append(
+            {
+                "kind": line["action"],
+                "action": USER_ACTION_WORDS.get(line["action"], label(line["action"])),
+                "name": human(line.get("name")),
+                "employee_id": human(line.get("employee_id")),
+                "what": ", ".join(
+                    f"{FIELD_WORDS[k]}: {human(fields[k][0])} → {human(fields[k][1])}"
+                    if line["action"] == "update_user"
+                    else f"{FIELD_WORDS[k]} {human(fields[k][1])}"
+                    for k in shown
+                )
+                or "—",
+                "reason": _sentence(line.get("reason")),
+                "outcome": label(answer["outcome"]) if answer.get("outcome") else "—",
+            }
+        )
+    left = [
+        {
+            "name": human(note.get("name")),
+            "employee_id": human(note.get("employee_id")),
+            "note": USER_NOTE_WORDS.get(note.get("note"), label(note.get("note"))),
+            "detail": _sentence(note.get("detail")),
+        }
+        for note in records(notes)
+    ]
+    return changes, left
 
 
 def _sentence(text: Any) -> str:
@@ -743,6 +830,8 @@ def _gate_block(gate: Mapping[str, Any]) -> dict | None:
         thresholds.append(
             f"remove at most {human(gate['max_removal_pct'])}% of the active enrollments in scope"
         )
+    if gate.get("max_deactivation_pct") is not None:
+        thresholds.append(f"deactivate at most {human(gate['max_deactivation_pct'])}% of the active users")
     if gate.get("max_additions") is not None:
         thresholds.append(f"add at most {human(gate['max_additions'])} enrollments")
     return {

@@ -28,6 +28,8 @@ PORTAL_DOC = "portal.json"
 JOURNAL_DIR = "journal"
 PROVENANCE_DOC = "provenance.json"
 EXPORT_DOC = "last_export.json"
+MANAGED_DOC = "managed_people.json"
+USERS_DOC = "user_provenance.json"
 FORMAT_VERSION = 1
 
 
@@ -119,6 +121,51 @@ class SyncState:
         if not document:
             return None
         return str(document.get("run_id")), {str(x) for x in document.get("active", [])}
+
+    # ------------------------------------------------------------------ users
+    def managed_people(self) -> set[str]:
+        """Employee ids active in any feed the sync accepted: the only people it may deactivate."""
+        document = self._read(MANAGED_DOC) or {}
+        accepted = self.accepted_active_people()
+        return {str(x) for x in document.get("employees", [])} | (accepted[1] if accepted else set())
+
+    def record_managed_people(self, employee_ids: Iterable[str], run_id: str) -> None:
+        """Add the active people of an accepted feed to the managed ones (never removes any)."""
+        with self._locked(MANAGED_DOC):
+            document = self._read(MANAGED_DOC) or {}
+            known = {str(x) for x in document.get("employees", [])}
+            merged = known | {str(x) for x in employee_ids}
+            if merged != known or not document:
+                self._write(
+                    MANAGED_DOC,
+                    {"version": FORMAT_VERSION, "run_id": str(run_id), "employees": sorted(merged)},
+                )
+
+    def user_provenance(self) -> dict[str, dict]:
+        """Absorb user id -> what the sync last did to it (action, fields, run, when)."""
+        document = self._read(USERS_DOC)
+        return dict(document.get("users", {})) if document else {}
+
+    def record_user_changes(self, rows: Iterable[dict]) -> None:
+        """Provenance of user writes that Absorb accepted: the last change per user, and who made it."""
+        rows = [r for r in rows if r.get("user_id")]
+        if not rows:
+            return
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._locked(USERS_DOC):
+            known = self.user_provenance()
+            for row in rows:
+                entry = known.get(str(row["user_id"]), {})
+                known[str(row["user_id"])] = {
+                    "employee_id": _text(row.get("employee_id")),
+                    "action": _text(row.get("action")),
+                    "fields": sorted(row.get("fields") or []),
+                    "run_id": _text(row.get("run_id")),
+                    "recorded_at": now,
+                    "created_by_sync": bool(entry.get("created_by_sync"))
+                    or row.get("action") == "create_user",
+                }
+            self._write(USERS_DOC, {"version": FORMAT_VERSION, "users": known})
 
     # ------------------------------------------------------------------ provenance
     def provenance_ids(self) -> set[str]:

@@ -229,7 +229,10 @@ class _Planner:
         keyed = users[users["externalId"].notna() & ~users["externalId"].isin(self.ambiguous)]
         self.by_employee = {r["externalId"]: r for r in _records(keyed)}
         self.user_ids = {e: str(u["id"]) for e, u in self.by_employee.items()}
+        departments = list(departments)
         self.departments = department_index(departments, settings.department_match)
+        self.department_names = {str(d["id"]).lower(): d.get("name") for d in departments if d.get("id")}
+        self.employee_of = {str(u).lower(): e for e, u in self.user_ids.items()}
         self.leavers = set(effective_leavers(people, today)["employee_id"].astype(str))
         self.people = _records(people)
         self.lines: list[dict] = []
@@ -262,22 +265,8 @@ class _Planner:
             return  # termination date still ahead: nothing to do yet
         if user is None:
             self._create(person, create_missing)
-            return
-        if self._protected(user):
-            self._note(
-                person, user, "protected", "in the protected users: the sync never writes to this user"
-            )
-            return
-        if status == "active" and _hired(person, self.today) and user["activeStatus"] == INACTIVE:
-            self._line(
-                "reactivate_user",
-                person,
-                user["id"],
-                {"activeStatus": [INACTIVE, ACTIVE]},
-                {"activeStatus": ACTIVE},
-                "rehire: active in the HR feed again; the same account comes back with its history",
-            )
-        self._update(person, user)
+        elif self.settings.enabled:
+            self._existing(person, user)
 
     def _create(self, person: dict, create_missing: bool) -> None:
         if not create_missing:
@@ -296,7 +285,7 @@ class _Planner:
             **values,
         }
         payload = {k: v for k, v in payload.items() if v is not None}
-        changes = {k: [None, v] for k, v in payload.items() if k not in ("activeStatus",)}
+        changes = {k: [None, self._shown(k, v)] for k, v in payload.items() if k != "activeStatus"}
         employee = str(person["employee_id"])
         self.user_ids[employee] = placeholder(employee)
         self._line(
@@ -308,23 +297,41 @@ class _Planner:
             "active in the HR feed without an Absorb user (create_missing_users on)",
         )
 
-    def _update(self, person: dict, user: dict) -> None:
+    def _existing(self, person: dict, user: dict) -> None:
+        """A rehire comes back (reactivated), a mover gets the feed's managed fields."""
+        rehire = person.get("status") == "active" and _hired(person, self.today)
+        rehire = rehire and user["activeStatus"] == INACTIVE
         values, problem = self._wanted(person, all_fields=False)
+        changed = [k for k, v in values.items() if not same_value(k, user.get(k), v)]
+        changes = {k: [self._shown(k, user.get(k)), self._shown(k, values[k])] for k in changed}
+        if not (rehire or changes or problem):
+            return
+        if self._protected(user):
+            self._note(
+                person, user, "protected", "in the protected users: the sync never writes to this user"
+            )
+            return
+        if rehire:
+            self._line(
+                "reactivate_user",
+                person,
+                user["id"],
+                {"activeStatus": [INACTIVE, ACTIVE]},
+                {"activeStatus": ACTIVE},
+                "rehire: active in the HR feed again; the same account comes back with its history",
+            )
         if problem:
             self._note(person, user, "quarantined", problem)
-            return
-        changes = {k: [_value(user.get(k)), v] for k, v in values.items() if not _same(k, user.get(k), v)}
-        if not changes:
-            return
-        fields = ", ".join(_FIELD_WORDS.get(k, k) for k in changes)
-        self._line(
-            "update_user",
-            person,
-            user["id"],
-            changes,
-            {k: v for k, (_, v) in changes.items()},
-            f"mover: {fields} differ{'s' if len(changes) == 1 else ''} from the HR feed",
-        )
+        elif changes:
+            fields = ", ".join(_FIELD_WORDS.get(k, k) for k in changes)
+            self._line(
+                "update_user",
+                person,
+                user["id"],
+                changes,
+                {k: values[k] for k in changed},
+                f"mover: {fields} differ{'s' if len(changes) == 1 else ''} from the HR feed",
+            )
 
     def _leaver(
         self, person: dict, user: dict, open_enrollments: Mapping[str, int] | None, read_complete: bool
@@ -396,6 +403,15 @@ class _Planner:
                 values[absorb] = raw
         return values, None
 
+    def _shown(self, absorb_field: str, value: Any) -> Any:
+        """A value as people read it: department names, the manager's employee id."""
+        value = _value(value)
+        if value and absorb_field == "departmentId":
+            return self.department_names.get(value.lower(), value)
+        if value and absorb_field == "supervisorId":
+            return self.employee_of.get(value.lower(), value)
+        return value
+
     def _protected(self, user: Mapping[str, Any]) -> bool:
         keys = {_fold(user.get(k)) for k in ("id", "username", "externalId")}
         return bool(keys & self.protected)
@@ -456,7 +472,10 @@ def _fold(value: Any) -> str:
     return text.casefold() if text else ""
 
 
-def _same(field_name: str, current: Any, wanted: Any) -> bool:
+def same_value(field_name: str, current: Any, wanted: Any) -> bool:
+    """Absorb's value equals the wanted one (ids and emails case-insensitive, dates by day)."""
+    if field_name.startswith("date"):
+        return (_value(current) or "")[:10] == (_value(wanted) or "")[:10]
     if field_name in ID_FIELDS or field_name == "emailAddress":
         return _fold(current) == _fold(wanted)
     return _value(current) == _value(wanted)

@@ -21,6 +21,7 @@ nothing in Absorb, so it must not move the baseline either.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping
 from datetime import date
@@ -45,6 +46,7 @@ ENROLLMENT_COLUMNS = [
     "dateCompleted",
 ]
 ENROLL_ACTIONS = ("enroll", "re_enroll", "update_due_date")
+COMPLETE = 3
 
 
 class PlanRefusedError(AirflowFailException):
@@ -191,36 +193,53 @@ def resolve_people(
     dry_run: bool,
     rules_path: str | None = None,
 ) -> dict:
-    """Map employee ids to Absorb users with one paged read of ``/users``; optionally create the missing."""
+    """Map employee ids to Absorb users with one paged read of ``/users`` (kept for the user plan).
+
+    Users are no longer created here: a hire's ``create_user`` is a plan line, gated and applied
+    with the enrollments. A short read of the users is recorded, never acted on.
+    """
     import pandas as pd
+
+    from absorb_sync.user_plan import users_frame
 
     people = read_frame(folder / "accepted.parquet")
     if create_missing_users and not dry_run:
-        _check_rule_courses(hook, rules_path)  # the plan's inputs hold before the first user is created
-    users_by_employee_id, duplicates = _index_users(hook.list_users())
+        _check_rule_courses(hook, rules_path)  # the plan's inputs hold before any user is planned
+    users, incomplete = _read_users(hook)
+    write_frame(folder / "absorb_users.parquet", users_frame(users))
+    users_by_employee_id, duplicates = _index_users(users)
+    del users
     wanted = people[people["status"] != "terminated"]
     missing = wanted[~wanted["employee_id"].isin(users_by_employee_id)]
-    created = []
-    creatable = missing[~missing["employee_id"].isin(duplicates)]  # ambiguous ids need a person
-    if create_missing_users and not dry_run and not creatable.empty:
-        created = _create_users(hook, creatable)
-        users_by_employee_id.update(created)
-        missing = missing[~missing["employee_id"].isin(users_by_employee_id)]
-    users = pd.DataFrame(
+    frame = pd.DataFrame(
         {"employee_id": list(users_by_employee_id), "user_id": list(users_by_employee_id.values())},
         dtype="string",
     )
-    write_frame(folder / "users.parquet", users)
+    write_frame(folder / "users.parquet", frame)
     missing_columns = ["_line", "employee_id", "first_name", "last_name", "email", "department", "status"]
     write_csv(folder / "missing_people.csv", missing.reindex(columns=missing_columns))
+    write_json(folder / "users_read.json", {"complete": incomplete is None, "problem": incomplete})
     return {
         "people": len(people),
         "matched": int(people["employee_id"].isin(users_by_employee_id).sum()),
         "missing": len(missing),
         "missing_sample": missing["employee_id"].head(10).tolist(),
-        "created_users": len(created),
         "duplicate_external_ids": duplicates[:10],
+        "users_read_complete": incomplete is None,
     }
+
+
+def _read_users(hook: Any) -> tuple[list[dict], str | None]:
+    """Every Absorb user, and the problem when the read came back short (the rows read are kept)."""
+    from absorb_provider.exceptions import AbsorbIncompleteReadError
+
+    users: list[dict] = []
+    try:
+        for user in hook.list_users():
+            users.append(user)
+    except AbsorbIncompleteReadError as error:
+        return users, f"/users: {error}"
+    return users, None
 
 
 def _index_users(users: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], list[str]]:
@@ -250,30 +269,6 @@ def _check_rule_courses(hook: Any, rules_path: str | None) -> None:
         raise InputError(f"rules cannot be applied to this portal, no user was created: {error}") from error
 
 
-def _create_users(hook: Any, missing: pd.DataFrame) -> dict[str, str]:
-    """Upsert each missing person (POST /users matches on username/externalId, so re-runs are safe)."""
-    departments = {d["name"]: d["id"] for d in hook.list_departments()}
-    created = {}
-    for person in missing.to_dict("records"):
-        payload = {
-            "username": person["email"],
-            "emailAddress": person["email"],
-            "firstName": person["first_name"],
-            "lastName": person["last_name"],
-            "externalId": person["employee_id"],
-            "employeeNumber": person["employee_id"],
-            "jobTitle": _text(person.get("job_title")),
-            "location": _text(person.get("location")),
-            "departmentId": departments.get(person.get("department")),
-            "dateHired": _text(person.get("hire_date")),
-            "activeStatus": 0,
-        }
-        user = hook.upsert_user({k: v for k, v in payload.items() if v is not None})
-        if user and user.get("id"):
-            created[person["employee_id"]] = user["id"]
-    return created
-
-
 def _text(value: Any) -> str | None:
     import pandas as pd
 
@@ -283,8 +278,21 @@ def _text(value: Any) -> str | None:
 # ---------------------------------------------------------------- 4-5. rules + plan
 
 
-def plan_changes(*, folder: ObjectStoragePath, hook: Any, rules_path: str, state: Any, today: date) -> dict:
-    """Desired enrollments from the rules, current ones from paged course reads, and the diff."""
+def plan_changes(
+    *,
+    folder: ObjectStoragePath,
+    hook: Any,
+    rules_path: str,
+    state: Any,
+    today: date,
+    create_missing_users: bool = False,
+) -> dict:
+    """User changes, desired enrollments from the rules, current ones from paged course reads, and the diff.
+
+    Enrollments are computed from the post-update view: the rules read the feed's attributes (what
+    the user update writes), and a hire to be created is planned under a placeholder user id that
+    the apply replaces once the user exists.
+    """
     from absorb_sync.journal import fold_into_state
     from absorb_sync.plan import build_plan
     from absorb_sync.rules import evaluate_rules, leavers, load_rules, resolve_courses
@@ -295,8 +303,8 @@ def plan_changes(*, folder: ObjectStoragePath, hook: Any, rules_path: str, state
     names = {c["id"]: c.get("name") for c in catalog if c["id"] in set(course_ids.values())}
     write_json(folder / "rule_courses.json", names)
     people = read_frame(folder / "accepted.parquet")
-    users = read_frame(folder / "users.parquet")
-    users_by_employee_id = dict(zip(users["employee_id"], users["user_id"], strict=True))
+    user_plan, users_problem = _plan_users(folder, hook, ruleset, people, state, today, create_missing_users)
+    users_by_employee_id = user_plan.user_ids
     desired = evaluate_rules(people, ruleset, course_ids, today)
 
     current, incomplete = read_course_enrollments(hook, set(course_ids.values()))
@@ -310,9 +318,12 @@ def plan_changes(*, folder: ObjectStoragePath, hook: Any, rules_path: str, state
     write_frame(folder / "plan.parquet", plan.lines)
     write_csv(folder / "plan.csv", plan.lines)
     leaver_ids = sorted(leavers(people, today)["employee_id"].astype(str))
+    if users_problem:
+        incomplete = [*incomplete, users_problem]
     meta = {
         "missing_people": list(plan.missing_people),
         "active_in_scope": int(plan.active_in_scope),
+        "users": user_plan.summary(),
         "reads_complete": not incomplete,
         "incomplete_reads": incomplete,
         "rule_courses": len(set(course_ids.values())),
@@ -322,12 +333,67 @@ def plan_changes(*, folder: ObjectStoragePath, hook: Any, rules_path: str, state
     write_json(folder / "plan_meta.json", meta)
     return {
         "plan": plan.summary(),
+        "users": user_plan.summary(),
         "reads_complete": not incomplete,
         "incomplete_reads": incomplete[:5],
         "desired": len(desired),
         "current_enrollments": len(current),
         "leavers": len(leaver_ids),
     }
+
+
+def _plan_users(
+    folder: ObjectStoragePath,
+    hook: Any,
+    ruleset: Any,
+    people: pd.DataFrame,
+    state: Any,
+    today: date,
+    create_missing: bool,
+) -> tuple[Any, str | None]:
+    """The user plan (``user_plan.csv``, ``user_notes.csv``) and the users read's problem, if any."""
+    from absorb_sync.user_plan import leaver_user_ids, plan_users, protected_keys, user_settings
+
+    settings = user_settings(ruleset.users)
+    users = read_frame(folder / "absorb_users.parquet")
+    read = read_json(folder / "users_read.json")
+    departments = list(hook.list_departments()) if settings.enabled or create_missing else []
+    open_enrollments = None
+    if settings.deactivate_leavers and read["complete"]:
+        open_enrollments = _open_enrollments(hook, leaver_user_ids(people, users, today))
+    user_plan = plan_users(
+        people,
+        users,
+        departments,
+        settings,
+        today=today,
+        create_missing=create_missing,
+        managed=state.managed_people() if settings.deactivate_leavers else set(),
+        protected=protected_keys(settings, (state.portal or {}).get("api_user")),
+        open_enrollments=open_enrollments,
+        users_read_complete=read["complete"],
+    )
+    write_frame(folder / "user_plan.parquet", user_plan.lines)
+    write_csv(folder / "user_plan.csv", user_plan.lines)
+    write_csv(folder / "user_notes.csv", user_plan.notes)
+    return user_plan, read["problem"]
+
+
+def _open_enrollments(hook: Any, user_ids: list[str]) -> dict[str, int] | None:
+    """Lower-case user id -> open (active, incomplete) enrollments in any course; None if a read failed."""
+    from absorb_provider.exceptions import AbsorbError
+    from absorb_provider.hooks.absorb import BULK_READ_USERS
+
+    counts = dict.fromkeys((u.lower() for u in user_ids), 0)
+    try:
+        for start in range(0, len(user_ids), BULK_READ_USERS):
+            for row in hook.list_bulk_student_courses(user_ids[start : start + BULK_READ_USERS]):
+                if row.get("isActive", True) and row.get("status") != COMPLETE:
+                    key = str(row.get("userId")).lower()
+                    counts[key] = counts.get(key, 0) + 1
+    except AbsorbError:
+        return None
+    return counts
 
 
 def read_course_enrollments(hook: Any, course_ids: Iterable[str]) -> tuple[pd.DataFrame, list[str]]:
@@ -401,6 +467,7 @@ def gate_plan(
     override_reason: str | None,
     initial_load: bool = False,
     dry_run: bool = False,
+    max_deactivation_pct: float = 5.0,
 ) -> dict:
     """Refuse a plan that removes too much, adds too much, rests on a short read or a shrunk feed,
     or would be the first write to a portal without ``initial_load``. A refusal writes the report
@@ -427,6 +494,8 @@ def gate_plan(
         override=override,
         override_reason=override_reason,
         holds=holds,
+        users=meta.get("users"),
+        max_deactivation_pct=max_deactivation_pct,
     )
     summary = {
         "allowed": decision.allowed,
@@ -434,6 +503,8 @@ def gate_plan(
         "overridden": decision.overridden,
         "override_reason": decision.override_reason,
         "max_removal_pct": max_removal_pct,
+        "max_deactivation_pct": max_deactivation_pct,
+        "users": meta.get("users"),
         "max_additions": max_additions,
         "feed_shrank_pct": shrank,
         "first_apply": first_apply,
@@ -478,6 +549,7 @@ def _log_plan_checks(
     from absorb_sync.gates.logging import log_checks
 
     plan = summary["plan"]
+    users = summary.get("users") or {}
     limit = summary["max_additions"]
     checks = [
         {
@@ -493,6 +565,14 @@ def _log_plan_checks(
             "passed": not plan["removals"] or plan["removal_pct"] <= summary["max_removal_pct"],
             "observed": f"{plan['removal_pct']}% ({plan['removals']} of {plan['active_in_scope']})",
             "allowed": f"<= {summary['max_removal_pct']:g}%",
+        },
+        {
+            "name": "user deactivations vs active users",
+            "passed": not users.get("deactivations")
+            or users["deactivation_pct"] <= summary["max_deactivation_pct"],
+            "observed": f"{users.get('deactivation_pct', 0.0)}% ({users.get('deactivations', 0)} of "
+            f"{users.get('active_users', 0)})",
+            "allowed": f"<= {summary['max_deactivation_pct']:g}%",
         },
         {
             "name": "additions",
@@ -536,11 +616,13 @@ def _held_summary(run_id: str, message: str, plan: Any, gate: Mapping[str, Any],
 
 
 def apply_plan(*, folder: ObjectStoragePath, hook: Any, state: Any, run_id: str, dry_run: bool) -> dict:
-    """Bulk-enroll, bulk-unenroll the sync's own removals; every write journalled as it happens.
+    """Users first (create, reactivate, update), then bulk enrollments and the sync's own removals,
+    then the leavers' deactivations; every write journalled as it happens.
 
     The intents are durable before the first write and each answer as it arrives, then the
     journal is folded into provenance, so a crash at any point loses no ownership (see
-    :mod:`absorb_sync.journal`).
+    :mod:`absorb_sync.journal`). User writes are idempotent (upsert on the employee id, PUT of
+    the same fields), so a re-run after a crash re-plans them from Absorb and converges.
     """
     import pandas as pd
 
@@ -551,28 +633,154 @@ def apply_plan(*, folder: ObjectStoragePath, hook: Any, state: Any, run_id: str,
         return {"dry_run": True, "applied": False, "counts": {}}
     plan, _ = load_plan(folder)
     lines = plan.lines.reset_index(drop=True)
+    user_lines = _user_lines(folder)
     ours = lines[lines["handled_by"] == "sync"]
     enroll_lines = ours[ours["action"].isin(ENROLL_ACTIONS)]
     removals = ours[ours["action"] == "unenroll"].dropna(subset=["enrollment_id"])
     journal = WriteJournal(state.location / "journal", run_key(run_id))
     journal.begin(run_id)
-    journal.intents(_intents(enroll_lines, removals, run_id))
+    journal.intents([*_user_intents(user_lines, run_id), *_intents(enroll_lines, removals, run_id)])
     outcomes: list[dict] = []
+    user_outcomes: list[dict] = []
     try:
+        user_outcomes += _apply_user_writes(hook, journal, user_lines, before_enrollments=True)
+        created = _created_ids(user_outcomes)
+        write_json(folder / "created_users.json", created)
+        enroll_lines, unresolved = _resolve_new_users(enroll_lines, created)
+        outcomes += unresolved
+        journal.outcomes(unresolved)
         outcomes += _apply_writes(hook, journal, enroll_lines, removals)
+        user_outcomes += _apply_user_writes(hook, journal, user_lines, before_enrollments=False)
     finally:
         journal.flush()
+        state.record_user_changes(
+            [{**o, "run_id": run_id} for o in user_outcomes if o["outcome"] != "failed"]
+        )
     folded = fold_into_state(state, run_key(run_id))
     table = _outcome_table(lines, outcomes)
     write_csv(folder / "outcomes.csv", table)
+    user_table = pd.DataFrame(user_outcomes, columns=USER_OUTCOME_COLUMNS).astype(object)
+    user_table["fields"] = user_table["fields"].map(lambda f: ", ".join(f or []))
+    write_csv(folder / "user_outcomes.csv", user_table)
+    write_frame(folder / "user_outcomes.parquet", user_table)
     counts = {str(k): int(v) for k, v in pd.Series([o["outcome"] for o in outcomes]).value_counts().items()}
+    user_counts = {
+        str(k): int(v) for k, v in pd.Series([o["outcome"] for o in user_outcomes]).value_counts().items()
+    }
     return {
         "dry_run": False,
         "applied": True,
         "counts": counts,
-        "failed": counts.get("failed", 0),
+        "user_counts": user_counts,
+        "failed": counts.get("failed", 0) + user_counts.get("failed", 0),
         "provenance": {"recorded": folded["created"], "adopted": folded["adopted"]},
     }
+
+
+USER_OUTCOME_COLUMNS = ["key", "action", "employee_id", "user_id", "name", "outcome", "fields", "error"]
+USER_WRITES_FIRST = ("create_user", "reactivate_user", "update_user")
+
+
+def _user_lines(folder: ObjectStoragePath) -> pd.DataFrame:
+    import pandas as pd
+
+    from absorb_sync.user_plan import USER_LINE_COLUMNS
+
+    path = folder / "user_plan.parquet"
+    return read_frame(path) if path.exists() else pd.DataFrame(columns=USER_LINE_COLUMNS)
+
+
+def _user_key(line: Mapping[str, Any]) -> str:
+    return f"user:{line['action']}:{line['employee_id']}"
+
+
+def _user_intents(user_lines: pd.DataFrame, run_id: str) -> list[dict]:
+    return [
+        {
+            "key": _user_key(line),
+            "action": line["action"],
+            "employee_id": line["employee_id"],
+            "user_id": line["user_id"],
+            "fields": sorted(json.loads(line["payload"])),
+            "run_id": run_id,
+        }
+        for line in user_lines.to_dict("records")
+    ]
+
+
+def _apply_user_writes(
+    hook: Any, journal: Any, user_lines: pd.DataFrame, *, before_enrollments: bool
+) -> list[dict]:
+    """Creations, reactivations and updates (before the enrollments), or deactivations (after)."""
+    first = user_lines["action"].isin(USER_WRITES_FIRST)
+    chosen = user_lines[first if before_enrollments else ~first]
+    outcomes: list[dict] = []
+    created: dict[str, str] = {}
+    for line in chosen.to_dict("records"):
+        outcome = _user_write(hook, line, created)
+        if outcome["outcome"] == "created":
+            created[line["employee_id"]] = outcome["user_id"]
+        journal.outcomes([outcome])
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _user_write(hook: Any, line: Mapping[str, Any], created: Mapping[str, str]) -> dict:
+    """One user write and its outcome; a deactivation re-checks the leaver's open enrollments first."""
+    from absorb_provider.exceptions import AbsorbError
+
+    from absorb_sync.user_plan import payload_of
+
+    action, payload = line["action"], payload_of(line, created)
+    outcome = {
+        "key": _user_key(line),
+        "action": action,
+        "employee_id": line["employee_id"],
+        "user_id": line["user_id"],
+        "name": line["name"],
+        "fields": sorted(payload),
+        "error": None,
+    }
+    try:
+        if action == "create_user":
+            user = hook.upsert_user(payload)
+            return {**outcome, "user_id": (user or {}).get("id"), "outcome": "created"}
+        if action == "deactivate_user":
+            still_open = (_open_enrollments(hook, [line["user_id"]]) or {}).get(str(line["user_id"]).lower())
+            if still_open is None or still_open:
+                problem = (
+                    "enrollments unreadable" if still_open is None else f"{still_open} open enrollment(s)"
+                )
+                return {**outcome, "outcome": "skipped", "error": f"not deactivated at apply time: {problem}"}
+        hook.update_user(line["user_id"], payload)
+    except (AbsorbError, ValueError) as error:
+        return {**outcome, "outcome": "failed", "error": str(error)[:300]}
+    words = {"reactivate_user": "reactivated", "update_user": "updated", "deactivate_user": "deactivated"}
+    return {**outcome, "outcome": words[action]}
+
+
+def _created_ids(outcomes: list[dict]) -> dict[str, str]:
+    return {o["employee_id"]: o["user_id"] for o in outcomes if o["outcome"] == "created" and o["user_id"]}
+
+
+def _resolve_new_users(
+    enroll_lines: pd.DataFrame, created: Mapping[str, str]
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Enrollment lines of hires get their new user id; lines of a hire not created fail, unsent."""
+    from absorb_sync.user_plan import PLACEHOLDER, is_placeholder
+
+    new = enroll_lines["user_id"].map(is_placeholder).astype(bool)
+    if not new.any():
+        return enroll_lines, []
+    ids = enroll_lines.loc[new, "user_id"].map(lambda u: created.get(u[len(PLACEHOLDER) :]))
+    lines = enroll_lines.copy()
+    lines.loc[new, "user_id"] = ids
+    missing = lines[new & lines["user_id"].isna()]
+    unresolved = [
+        {"key": int(key), "outcome": "failed", "enrollment_id": None, "error": "the user was not created"}
+        for key in missing.index
+    ]
+    return lines.drop(index=missing.index), unresolved
 
 
 def _apply_writes(hook: Any, journal: Any, enroll_lines: pd.DataFrame, removals: pd.DataFrame) -> list[dict]:
@@ -672,8 +880,13 @@ def verify_and_report(
     lines = plan.lines
     applied = summaries.get("apply", {})
     mismatches, read_back = pd.DataFrame(), None
-    if not dry_run and not lines.empty:
-        mismatches, read_back = _read_back(hook, lines, read_frame(folder / "current.parquet"))
+    if not dry_run and applied.get("applied"):
+        created = read_json(folder / "created_users.json") if (folder / "created_users.json").exists() else {}
+        checked = _with_created_users(lines, created)
+        if not checked.empty:
+            mismatches, read_back = _read_back(hook, checked, read_frame(folder / "current.parquet"))
+        user_problems = _read_back_users(hook, folder, created)
+        mismatches = pd.concat([m for m in (mismatches, user_problems) if not m.empty] or [mismatches])
         write_csv(folder / "verification.csv", mismatches)
     failed = int(applied.get("failed", 0) or 0)
     new_leavers = sorted(set(meta["leavers"]) - set(state.last_leavers()))
@@ -684,6 +897,7 @@ def verify_and_report(
         "run_id": run_id,
         "dry_run": dry_run,
         "plan": plan.summary(),
+        "users": {**meta.get("users", {}), "outcomes": applied.get("user_counts", {})},
         "outcomes": applied.get("counts", {}),
         "failed_writes": failed,
         "verification_mismatches": len(mismatches),
@@ -713,7 +927,55 @@ def verify_and_report(
             active_ids=sorted(set(people["employee_id"].astype(str)) - set(meta["leavers"])),
             feed_sha256=source.get("sha256"),
         )
+        state.record_managed_people(
+            people.loc[people["status"] == "active", "employee_id"].astype(str), run_id
+        )
     return summary
+
+
+def _with_created_users(lines: pd.DataFrame, created: Mapping[str, str]) -> pd.DataFrame:
+    """Plan lines with the hires' placeholder user ids replaced (lines of hires not created dropped)."""
+    from absorb_sync.user_plan import PLACEHOLDER, is_placeholder
+
+    new = lines["user_id"].map(is_placeholder).astype(bool)
+    if not new.any():
+        return lines
+    lines = lines.copy()
+    lines.loc[new, "user_id"] = lines.loc[new, "user_id"].map(lambda u: created.get(u[len(PLACEHOLDER) :]))
+    return lines[lines["user_id"].notna()]
+
+
+def _read_back_users(hook: Any, folder: ObjectStoragePath, created: Mapping[str, str]) -> pd.DataFrame:
+    """User lines Absorb does not reflect: each written user read back (``GET /users/{id}``)."""
+    import pandas as pd
+
+    from absorb_sync.user_plan import payload_of, same_value
+
+    columns = ["action", "employee_id", "course_id", "enrollment_id", "problem"]
+    path = folder / "user_outcomes.parquet"
+    if not path.exists():
+        return pd.DataFrame(columns=columns)
+    outcomes = read_frame(path)
+    lines = _user_lines(folder)
+    done = outcomes[outcomes["outcome"].isin(["created", "reactivated", "updated", "deactivated"])]
+    payloads = {_user_key(line): payload_of(line, created) for line in lines.to_dict("records")}
+    problems = []
+    for outcome in done.to_dict("records"):
+        user = hook.get_user(outcome["user_id"])
+        wrong = [
+            f"{k} {user.get(k)!r} != {v!r}"
+            for k, v in payloads.get(outcome["key"], {}).items()
+            if k != "username" and not same_value(k, user.get(k), v)
+        ]
+        if wrong:
+            problems.append(
+                {
+                    "action": outcome["action"],
+                    "employee_id": outcome["employee_id"],
+                    "problem": "; ".join(wrong),
+                }
+            )
+    return pd.DataFrame(problems, columns=columns)
 
 
 def handover_provenance(state: Any, run_id: str, source: Mapping[str, Any]) -> dict:
