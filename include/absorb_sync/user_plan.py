@@ -371,7 +371,7 @@ class _Planner:
                 person,
                 user["id"],
                 {"activeStatus": [ACTIVE, INACTIVE]},
-                {"activeStatus": INACTIVE},
+                {"activeStatus": INACTIVE, "dateTerminated": _value(person.get("termination_date"))},
                 f"leaver: terminated {term}, open enrollments gone; deactivated (not deleted), history kept",
             )
 

@@ -142,7 +142,8 @@ def test_a_leaver_is_deactivated_once_their_open_enrollments_are_gone():
     waiting = plan(people, users, open_enrollments={"u-e000002": 2})
     assert waiting.lines.empty and waiting.notes["note"].tolist() == ["waiting_handover"]
     [(action, employee, payload)] = lines(plan(people, users, open_enrollments={}))
-    assert (action, employee, payload) == ("deactivate_user", "E000002", {"activeStatus": 1})
+    assert (action, employee) == ("deactivate_user", "E000002")
+    assert payload == {"activeStatus": 1, "dateTerminated": "2026-06-01"}
 
 
 def test_a_termination_still_ahead_or_an_unread_enrollment_list_deactivates_nobody():

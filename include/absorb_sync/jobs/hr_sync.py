@@ -653,9 +653,8 @@ def apply_plan(*, folder: ObjectStoragePath, hook: Any, state: Any, run_id: str,
         user_outcomes += _apply_user_writes(hook, journal, user_lines, before_enrollments=False)
     finally:
         journal.flush()
-        state.record_user_changes(
-            [{**o, "run_id": run_id} for o in user_outcomes if o["outcome"] != "failed"]
-        )
+        done = ("created", *USER_DONE_WORDS.values())
+        state.record_user_changes([{**o, "run_id": run_id} for o in user_outcomes if o["outcome"] in done])
     folded = fold_into_state(state, run_key(run_id))
     table = _outcome_table(lines, outcomes)
     write_csv(folder / "outcomes.csv", table)
@@ -711,52 +710,114 @@ def _user_intents(user_lines: pd.DataFrame, run_id: str) -> list[dict]:
 def _apply_user_writes(
     hook: Any, journal: Any, user_lines: pd.DataFrame, *, before_enrollments: bool
 ) -> list[dict]:
-    """Creations, reactivations and updates (before the enrollments), or deactivations (after)."""
-    first = user_lines["action"].isin(USER_WRITES_FIRST)
-    chosen = user_lines[first if before_enrollments else ~first]
-    outcomes: list[dict] = []
-    created: dict[str, str] = {}
-    for line in chosen.to_dict("records"):
-        outcome = _user_write(hook, line, created)
-        if outcome["outcome"] == "created":
-            created[line["employee_id"]] = outcome["user_id"]
-        journal.outcomes([outcome])
-        outcomes.append(outcome)
+    """Creations, reactivations and updates (before the enrollments), or deactivations (after).
+
+    Reactivations, updates and deactivations go through the hook's bulk user writes (each user
+    read first: a change already in place is ``unchanged`` and sends nothing).
+    """
+    from absorb_sync.user_plan import payload_of
+
+    lines = user_lines.to_dict("records")
+    if not before_enrollments:
+        return _deactivate(hook, journal, [line for line in lines if line["action"] == "deactivate_user"])
+    outcomes = [_create_user(hook, journal, line) for line in lines if line["action"] == "create_user"]
+    created = _created_ids(outcomes)
+    rehires = [line for line in lines if line["action"] == "reactivate_user"]
+    outcomes += _bulk_user_writes(
+        journal,
+        rehires,
+        lambda on: hook.reactivate_users([line["user_id"] for line in rehires], on_outcomes=on),
+    )
+    movers = [line for line in lines if line["action"] == "update_user"]
+    outcomes += _bulk_user_writes(
+        journal,
+        movers,
+        lambda on: hook.bulk_update_users(
+            [(line["user_id"], payload_of(line, created)) for line in movers], on_outcomes=on
+        ),
+    )
     return outcomes
 
 
-def _user_write(hook: Any, line: Mapping[str, Any], created: Mapping[str, str]) -> dict:
-    """One user write and its outcome; a deactivation re-checks the leaver's open enrollments first."""
+def _deactivate(hook: Any, journal: Any, leavers: list[dict]) -> list[dict]:
+    """Deactivations, each re-checked first: a leaver with an open enrollment again is skipped."""
+    from absorb_sync.user_plan import payload_of
+
+    if not leavers:
+        return []
+    still_open = _open_enrollments(hook, [line["user_id"] for line in leavers])
+    ready, skipped = [], []
+    for line in leavers:
+        left = None if still_open is None else still_open.get(str(line["user_id"]).lower(), 0)
+        if left == 0:
+            ready.append(line)
+            continue
+        problem = "enrollments unreadable" if left is None else f"{left} open enrollment(s)"
+        skipped.append(_user_outcome(line, "skipped", error=f"not deactivated at apply time: {problem}"))
+    journal.outcomes(skipped)
+    return skipped + _bulk_user_writes(
+        journal,
+        ready,
+        lambda on: hook.deactivate_users(
+            [(line["user_id"], payload_of(line).get("dateTerminated")) for line in ready], on_outcomes=on
+        ),
+    )
+
+
+def _create_user(hook: Any, journal: Any, line: Mapping[str, Any]) -> dict:
+    """``POST /users`` upserts on the employee id / username: a repeated create finds the user."""
     from absorb_provider.exceptions import AbsorbError
 
     from absorb_sync.user_plan import payload_of
 
-    action, payload = line["action"], payload_of(line, created)
-    outcome = {
-        "key": _user_key(line),
-        "action": action,
-        "employee_id": line["employee_id"],
-        "user_id": line["user_id"],
-        "name": line["name"],
-        "fields": sorted(payload),
-        "error": None,
-    }
     try:
-        if action == "create_user":
-            user = hook.upsert_user(payload)
-            return {**outcome, "user_id": (user or {}).get("id"), "outcome": "created"}
-        if action == "deactivate_user":
-            still_open = (_open_enrollments(hook, [line["user_id"]]) or {}).get(str(line["user_id"]).lower())
-            if still_open is None or still_open:
-                problem = (
-                    "enrollments unreadable" if still_open is None else f"{still_open} open enrollment(s)"
-                )
-                return {**outcome, "outcome": "skipped", "error": f"not deactivated at apply time: {problem}"}
-        hook.update_user(line["user_id"], payload)
+        user = hook.upsert_user(payload_of(line))
+        outcome = _user_outcome(line, "created", user_id=(user or {}).get("id"))
     except (AbsorbError, ValueError) as error:
-        return {**outcome, "outcome": "failed", "error": str(error)[:300]}
-    words = {"reactivate_user": "reactivated", "update_user": "updated", "deactivate_user": "deactivated"}
-    return {**outcome, "outcome": words[action]}
+        outcome = _user_outcome(line, "failed", error=str(error)[:300])
+    journal.outcomes([outcome])
+    return outcome
+
+
+USER_DONE_WORDS = {
+    "reactivate_user": "reactivated",
+    "update_user": "updated",
+    "deactivate_user": "deactivated",
+}
+
+
+def _bulk_user_writes(journal: Any, lines: list[dict], write: Any) -> list[dict]:
+    """Run one bulk user write; its answers (keyed by user id) become this plan's outcome rows."""
+    if not lines:
+        return []
+    by_user = {str(line["user_id"]).lower(): line for line in lines}
+
+    def ours(rows: list[dict]) -> list[dict]:
+        result = []
+        for row in rows:
+            line = by_user[str(row.get("user_id")).lower()]
+            word = USER_DONE_WORDS[line["action"]] if row["outcome"] == "updated" else row["outcome"]
+            result.append(_user_outcome(line, word, error=row.get("error"), changed=row.get("changed")))
+        return result
+
+    answers = write(lambda rows: journal.outcomes(ours(rows)))
+    return ours(answers.outcomes)
+
+
+def _user_outcome(line: Mapping[str, Any], outcome: str, **extra: Any) -> dict:
+    from absorb_sync.user_plan import payload_of
+
+    changed = extra.pop("changed", None)
+    return {
+        "key": _user_key(line),
+        "action": line["action"],
+        "employee_id": line["employee_id"],
+        "user_id": extra.pop("user_id", line["user_id"]),
+        "name": line["name"],
+        "outcome": outcome,
+        "fields": sorted(changed if changed is not None else payload_of(line)),
+        "error": extra.pop("error", None),
+    }
 
 
 def _created_ids(outcomes: list[dict]) -> dict[str, str]:
