@@ -55,3 +55,23 @@ def test_a_rehearsal_applies_the_first_sync_to_a_clone_and_never_writes_to_the_p
     assert str(folder / "report.html") in done.stdout
     report = (folder / "report.html").read_text()
     assert "<strong>REHEARSAL</strong> on a local clone" in report and portal.base_url in report
+
+
+def test_the_sync_of_a_rehearsal_knows_no_connection_but_the_clone(tmp_path, monkeypatch):
+    from absorb_sync.portal.rehearse import airflow_env
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ABSORB_DEFAULT", '{"conn_type": "absorb", "host": "https://rest.myabsorb.eu"}'
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ABSORB_PROD", '{"conn_type": "absorb", "host": "https://rest.myabsorb.eu"}'
+    )
+    monkeypatch.setenv("AIRFLOW__SECRETS__BACKEND", "airflow.providers.hashicorp.secrets.vault.VaultBackend")
+    monkeypatch.setenv("ABSORB_BASE_URL", "https://rest.myabsorb.eu")
+    env = airflow_env(tmp_path, "http://127.0.0.1:40001")
+    assert "rest.myabsorb.eu" not in json.dumps(env)
+    assert not [k for k in env if k.startswith("AIRFLOW__SECRETS__")]
+    connections = {k: json.loads(v) for k, v in env.items() if k.startswith("AIRFLOW_CONN_")}
+    assert set(connections) == {"AIRFLOW_CONN_ABSORB_REHEARSAL", "AIRFLOW_CONN_ABSORB_DEFAULT"}
+    assert {c["host"] for c in connections.values()} == {"http://127.0.0.1:40001"}
+    assert env["AIRFLOW_HOME"] == str((tmp_path / "airflow").resolve())

@@ -199,7 +199,9 @@ def clone_connection(base_url: str) -> str:
 def airflow_env(work: Path, base_url: str) -> dict[str, str]:
     """An Airflow home of the rehearsal's own; every Absorb connection id it knows is the clone."""
     home = (work / "airflow").resolve()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "ABSORB_"))}
+    # no connection, secrets backend or portal setting of the caller's reaches the sync
+    dropped = ("AIRFLOW_CONN_", "AIRFLOW__SECRETS__", "AIRFLOW_VAR_", "ABSORB_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
     env.update(
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
