@@ -114,10 +114,14 @@ class ExportChecks:
         import pyarrow as pa
 
         candidates = {}
-        for key, parts in self._hashes.items():
-            hashes = np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
+        for key in UNIQUE_CHECKS:
+            parts = self._hashes[key]
+            hashes = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint64)
+            self._hashes[key] = []  # one copy of the hashes at a time (sorted in place)
+            parts.clear()
+            hashes.sort()
             candidates[key] = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
-        self._hashes = {key: [] for key in UNIQUE_CHECKS}
+            del hashes
         pending = {key: found for key, found in candidates.items() if len(found)}
         self.settled = True
         if not pending or self.missing:
