@@ -215,7 +215,7 @@ def absorb_hr_enrollment_sync():
 
     @task(
         task_display_name="Match people in Absorb",
-        doc_md="Employee id = Absorb externalId, one paged read of the users (creates missing users if asked).",
+        doc_md="Employee id = Absorb externalId, one paged read of the users (kept for the user plan; nothing written).",
         **API_TASK,
     )
     def resolve_people(feed_gate: dict) -> dict:

@@ -135,7 +135,11 @@ def user_settings(section: Mapping[str, Any] | None) -> UserSettings:
 
 def users_frame(users: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """The users read, only the columns the planner needs (strings; activeStatus an int)."""
-    rows = (tuple(u.get(c) for c in USER_COLUMNS) for u in users)
+    return users_table([tuple(u.get(c) for c in USER_COLUMNS) for u in users])
+
+
+def users_table(rows: list[tuple]) -> pd.DataFrame:
+    """``users_frame`` from rows already cut to ``USER_COLUMNS`` (no dict per user kept)."""
     frame = pd.DataFrame.from_records(rows, columns=USER_COLUMNS)
     frame["activeStatus"] = pd.to_numeric(frame["activeStatus"], errors="coerce").fillna(ACTIVE).astype(int)
     text = [c for c in USER_COLUMNS if c != "activeStatus"]

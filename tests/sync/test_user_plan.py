@@ -213,3 +213,20 @@ def test_the_users_section_of_the_rules_file_is_validated(tmp_path):
     with pytest.raises(RulesError, match=r"users\.managed_fields"):
         load_rules(bad)
     assert not user_settings(None).enabled
+
+
+def test_a_short_read_of_the_users_keeps_the_rows_and_says_so():
+    """The sync's read of /users: a short read is recorded (the plan gate refuses it), not raised."""
+    from absorb_provider.exceptions import AbsorbIncompleteReadError
+    from absorb_sync.jobs.hr_sync import _read_users
+
+    class ShortUsersRead:  # stands in for the provider's paged read that came back short
+        def list_users(self):
+            yield user("E000001")
+            raise AbsorbIncompleteReadError("/users", 2, 1)
+
+    users, problem = _read_users(ShortUsersRead())
+    assert users["externalId"].tolist() == ["E000001"] and problem.startswith("/users")
+    people = [person("E000001"), person("E000002", **LEAVER)]
+    result = plan(people, [user("E000001")], users_read_complete=problem is None)
+    assert result.lines.empty and not result.summary()["users_read_complete"]

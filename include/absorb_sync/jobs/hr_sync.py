@@ -200,14 +200,16 @@ def resolve_people(
     """
     import pandas as pd
 
-    from absorb_sync.user_plan import users_frame
-
     people = read_frame(folder / "accepted.parquet")
     if create_missing_users and not dry_run:
         _check_rule_courses(hook, rules_path)  # the plan's inputs hold before any user is planned
     users, incomplete = _read_users(hook)
-    write_frame(folder / "absorb_users.parquet", users_frame(users))
-    users_by_employee_id, duplicates = _index_users(users)
+    write_frame(folder / "absorb_users.parquet", users)
+    users_by_employee_id, duplicates = _index_users(
+        {"externalId": e, "id": i}
+        for e, i in zip(users["externalId"], users["id"], strict=True)
+        if e is not pd.NA
+    )
     del users
     wanted = people[people["status"] != "terminated"]
     missing = wanted[~wanted["employee_id"].isin(users_by_employee_id)]
@@ -229,17 +231,21 @@ def resolve_people(
     }
 
 
-def _read_users(hook: Any) -> tuple[list[dict], str | None]:
-    """Every Absorb user, and the problem when the read came back short (the rows read are kept)."""
+def _read_users(hook: Any) -> tuple[pd.DataFrame, str | None]:
+    """Every Absorb user (only the columns the plans use, one tuple per user while reading), and
+    the problem when the read came back short (the rows read are kept, never acted on alone)."""
     from absorb_provider.exceptions import AbsorbIncompleteReadError
 
-    users: list[dict] = []
+    from absorb_sync.user_plan import USER_COLUMNS, users_table
+
+    rows: list[tuple] = []
+    problem = None
     try:
         for user in hook.list_users():
-            users.append(user)
+            rows.append(tuple(user.get(c) for c in USER_COLUMNS))
     except AbsorbIncompleteReadError as error:
-        return users, f"/users: {error}"
-    return users, None
+        problem = f"/users: {error}"
+    return users_table(rows), problem
 
 
 def _index_users(users: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], list[str]]:
