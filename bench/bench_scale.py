@@ -21,13 +21,15 @@ checked on these.
 
 Usage: ``python -m bench.bench_scale [small|medium|large] [--runs 3] [--workers 2] [--db FILE]``
 (default ``medium`` for a quick run; ``make bench`` runs ``large`` through ``bench/__main__.py``'s
-``BENCH_ARGS``; ``--db`` reuses a seeded sandbox database). Each goal is printed PASS/FAIL. Another scenario = another
+``BENCH_ARGS``; ``--db`` reuses a seeded sandbox database; ``--workdir`` keeps the work folder, so the
+sync scenario's first load is reused with the same ``--db``). Each goal is printed PASS/FAIL. Another scenario = another
 ``scenario_*`` function taking the running sandbox and the work folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -48,6 +50,7 @@ EXPORT_TIME_FACTOR = 1.05
 TASK_RSS_LIMIT_MB = 400
 TARGET_SEED = "large"
 PAGE = 1000
+PORT_FILE = "sandbox_port"
 
 
 # --- children (each in a fresh process; the last stdout line is their JSON) ---------------------
@@ -461,6 +464,23 @@ def scenario_sync(server, workdir: Path, runs: int, seed: str) -> bool:
 SCENARIOS = {"export": scenario_export, "sync": scenario_sync}
 
 
+def _kept_port(workdir: Path) -> int | None:
+    """The port of the kept work folder's sandbox: the sync state is keyed by the portal's URL."""
+    kept = workdir / PORT_FILE
+    return int(kept.read_text()) if kept.exists() else None
+
+
+@contextlib.contextmanager
+def _workdir(kept: str | None):
+    """The given folder (kept for the next run), or a temporary one."""
+    if kept:
+        Path(kept).mkdir(parents=True, exist_ok=True)
+        yield Path(kept).resolve()
+        return
+    with tempfile.TemporaryDirectory(prefix="absorb-bench-scale-") as tmp:
+        yield Path(tmp)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -471,6 +491,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only", default=",".join(SCENARIOS))
     parser.add_argument(
         "--db", help="sandbox database to reuse (seeded when empty; saves the seeding between runs)"
+    )
+    parser.add_argument(
+        "--workdir",
+        help="work folder to keep and reuse (e.g. the sync's first load, with --db) instead of a temp one",
     )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -483,12 +507,16 @@ def main(argv: list[str]) -> int:
     from absorb_sandbox.testing import SandboxServer
 
     results = {}
-    with tempfile.TemporaryDirectory(prefix="absorb-bench-scale-") as tmp:
-        workdir = Path(tmp)
+    with _workdir(args.workdir) as workdir:
         started = time.monotonic()
         with SandboxServer(
-            db_path=args.db or workdir / f"{args.seed}.db", seed=args.seed, workers=args.workers
+            db_path=args.db or workdir / f"{args.seed}.db",
+            seed=args.seed,
+            workers=args.workers,
+            port=_kept_port(workdir) if args.workdir else None,
         ) as server:
+            if args.workdir:
+                (workdir / PORT_FILE).write_text(str(server.port or server.base_url.rsplit(":", 1)[1]))
             print(
                 f"sandbox '{args.seed}' ({args.workers} worker(s)) ready in {time.monotonic() - started:.0f}s",
                 flush=True,

@@ -36,6 +36,7 @@ REMOVED = ("unenrolled", "already_gone")
 FOLDED = "folded"
 REMOTE_BATCH = 500
 REMOTE_SECONDS = 2.0
+TAIL_BYTES = 64 * 1024
 
 
 def _now() -> str:
@@ -137,6 +138,43 @@ def read_records(directory: Any, run_key: str) -> list[dict]:
             except json.JSONDecodeError:
                 continue  # only the line being written when the process died can be torn
     return records
+
+
+def last_record(directory: Any, run_key: str) -> dict | None:
+    """The last readable record of a run's journal, read from the end of its last file.
+
+    What the planner checks on every run: a folded journal of a large load is tens of MB that
+    need not be parsed to learn it has nothing new.
+    """
+    folder = directory / run_key
+    if folder.exists() and folder.is_dir():
+        for part in sorted(folder.iterdir(), key=lambda p: p.name, reverse=True):
+            found = _last_readable(part.read_text(encoding="utf-8").splitlines())
+            if found is not None:
+                return found
+    local = directory / f"{run_key}.jsonl"
+    if not local.exists():
+        return None
+    if not isinstance(local, Path):
+        return _last_readable(local.read_text(encoding="utf-8").splitlines())
+    with open(local, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        start = max(0, size - TAIL_BYTES)
+        handle.seek(start)
+        lines = handle.read().decode("utf-8", errors="replace").splitlines()
+    found = _last_readable(lines if start == 0 else lines[1:])  # the first line may be cut
+    if found is None and start > 0:  # no whole record in the tail: read it all
+        return _last_readable(local.read_text(encoding="utf-8").splitlines())
+    return found
+
+
+def _last_readable(lines: list[str]) -> dict | None:
+    for line in reversed(lines):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line
+    return None
 
 
 def needs_fold(records: list[dict]) -> bool:
@@ -247,6 +285,9 @@ def fold_into_state(
     directory = state.location / "journal"
     totals = {"journals": 0, "created": 0, "adopted": 0, "removed": 0, "unresolved": 0}
     for name in [run_key] if run_key else journal_names(directory):
+        last = last_record(directory, name)
+        if last is None or last.get("type") == FOLDED:
+            continue  # nothing after the last fold (checked without parsing the journal)
         records = read_records(directory, name)
         if not needs_fold(records):
             continue

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from absorb_sync.rules import leavers as effective_leavers
@@ -39,6 +40,7 @@ LINE_COLUMNS = [
 ]
 CURRENT_COLUMNS = ["id", "userId", "courseId", "status", "isActive", "dateAdded", "dateDue", "dateCompleted"]
 COMPLETE = 3
+EPOCH = date(1970, 1, 1)
 
 
 @dataclass
@@ -96,34 +98,41 @@ def build_plan(
     desired: pd.DataFrame,
     people: pd.DataFrame,
     users_by_employee_id: dict[str, str],
-    current: pd.DataFrame,
+    current: pd.DataFrame | Any,
     created_by_us: set[str],
     today: date,
     *,
     unenroll_only_ours: bool = True,
 ) -> Plan:
-    """Diff the rules' desired enrollments against Absorb's current ones (see the module docstring)."""
+    """Diff the rules' desired enrollments against Absorb's current ones (see the module docstring).
+
+    ``current`` is a DataFrame or an Arrow table of ``CURRENT_COLUMNS``. Memory stays proportional
+    to the rows, not to Python objects per row: users and courses become integer codes, dates
+    ``datetime64`` days, and every rule is first applied with vector operations; only the rows
+    that become plan lines are turned into Python values.
+    """
     current = _normalise_current(current)
     active = _latest_active(current)
+    del current
     created_by_us = {str(i).lower() for i in created_by_us}
     employee_by_user = {str(u).lower(): str(e) for e, u in users_by_employee_id.items() if u is not None}
     hire_dates = _hire_dates(people)
 
-    wanted = desired.copy()
-    wanted["user_id"] = wanted["employee_id"].map(users_by_employee_id)
+    wanted = desired.assign(user_id=desired["employee_id"].map(users_by_employee_id))
     missing = sorted(wanted.loc[wanted["user_id"].isna(), "employee_id"].astype(str).unique())
-    wanted = wanted.loc[wanted["user_id"].notna()]
-    wanted["user_key"] = wanted["user_id"].astype(str).str.lower()
-    wanted["course_key"] = wanted["course_id"].astype(str).str.lower()
-    merged = wanted.merge(active, how="left", on=["user_key", "course_key"], suffixes=("", "_cur"))
+    wanted = wanted.loc[wanted["user_id"].notna()].reset_index(drop=True)
+    match = _match_active(wanted, active)
+    matched = Matched(wanted, active, match)
 
     lines: list[dict] = []
-    lines += _enroll_lines(merged, hire_dates, today)
-    lines += _re_enroll_lines(merged, today)
-    lines += _due_date_lines(merged, hire_dates, created_by_us)
+    lines += _enroll_lines(wanted.loc[match < 0], hire_dates, today)
+    lines += _re_enroll_lines(matched, today)
+    lines += _due_date_lines(matched, hire_dates, created_by_us)
+    still_wanted = np.zeros(len(active), dtype=bool)
+    still_wanted[match[match >= 0]] = True
     lines += _sync_unenroll_lines(
         active,
-        wanted[["user_key", "course_key"]],
+        still_wanted,
         employee_by_user,
         _settled_active(people, today),
         created_by_us,
@@ -133,20 +142,102 @@ def build_plan(
     return Plan(lines=_lines_frame(lines), missing_people=missing, active_in_scope=len(active))
 
 
-def _normalise_current(current: pd.DataFrame) -> pd.DataFrame:
-    frame = (current if current is not None else pd.DataFrame()).reindex(columns=CURRENT_COLUMNS)
-    frame = frame.loc[frame["id"].notna()].copy()
-    frame["id"] = frame["id"].astype(str)
-    frame["user_key"] = frame["userId"].astype(str).str.lower()
-    frame["course_key"] = frame["courseId"].astype(str).str.lower()
-    # A row without isActive is taken as active: treating it as history would plan a duplicate.
-    frame["cur_active"] = _flags(frame["isActive"].astype("object").where(frame["isActive"].notna(), True))
-    frame["cur_status"] = pd.to_numeric(frame["status"], errors="coerce")
-    frame["cur_added"] = _dates(frame["dateAdded"])
-    frame["cur_due"] = _dates(frame["dateDue"])
-    frame["cur_completed_on"] = _dates(frame["dateCompleted"])
-    frame["cur_complete"] = frame["cur_status"].eq(COMPLETE).fillna(False) | frame["cur_completed_on"].notna()
-    return frame.drop(columns=["status", "dateAdded", "dateDue", "dateCompleted"])  # parsed into cur_*
+@dataclass
+class Current:
+    """Enrollments with parsed columns: ``frame`` (``id``, ``userId``, ``courseId``, ``user_code``,
+    ``course_code``, ``cur_*``) and the lower-case keys the codes index (``users``, ``courses``)."""
+
+    frame: pd.DataFrame
+    users: pd.Index
+    courses: pd.Index
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def take(self, positions: Any) -> Current:
+        return Current(self.frame.iloc[positions].reset_index(drop=True), self.users, self.courses)
+
+    def with_user_key(self, positions: Any) -> pd.DataFrame:
+        """Rows at ``positions`` with their lower-case ``user_key`` text (for per-row lookups)."""
+        rows = self.frame.iloc[positions].reset_index(drop=True)
+        return rows.assign(user_key=_decode(self.users, rows["user_code"].to_numpy()))
+
+
+@dataclass
+class Matched:
+    """Wanted rows that have an active enrollment, and that enrollment (row ``i`` of both)."""
+
+    wanted: pd.DataFrame
+    active: Current
+    match: Any
+
+    def __post_init__(self) -> None:
+        self.rows = np.flatnonzero(self.match >= 0)
+        self.enrollments = self.active.frame.iloc[self.match[self.rows]].reset_index(drop=True)
+
+    def column(self, name: str) -> Any:
+        """A column of the matched enrollments as numpy (dates as float days, NaN when missing)."""
+        values = self.enrollments[name]
+        return _days(values) if name.startswith("cur_") and name != "cur_complete" else values.to_numpy()
+
+    def wanted_column(self, name: str) -> Any:
+        return self.wanted[name].to_numpy()[self.rows]
+
+    def frame(self, selected: Any) -> pd.DataFrame:
+        """The merged rows (wanted + enrollment columns) where ``selected`` (over matched rows)."""
+        selected = np.asarray(selected, dtype=bool)
+        wanted = self.wanted.iloc[self.rows[selected]].reset_index(drop=True)
+        return pd.concat([wanted, self.enrollments.loc[selected].reset_index(drop=True)], axis=1)
+
+
+def _normalise_current(current: pd.DataFrame | Any) -> Current:
+    if current is None:
+        current = pd.DataFrame()
+    if not isinstance(current, pd.DataFrame):  # an Arrow table: its own columns, strings stay Arrow
+        current = current.select([c for c in CURRENT_COLUMNS if c in current.column_names]).to_pandas()
+    frame = current.reindex(columns=CURRENT_COLUMNS)
+    frame = frame.loc[frame["id"].notna()].reset_index(drop=True)
+    user_codes, users = _lower_codes(frame["userId"])
+    course_codes, courses = _lower_codes(frame["courseId"])
+    completed_on = _dates(frame["dateCompleted"])
+    status = pd.to_numeric(frame["status"], errors="coerce")
+    parsed = pd.DataFrame(
+        {
+            "id": frame["id"].astype(str),
+            "userId": frame["userId"],
+            "courseId": frame["courseId"].astype("category"),
+            "user_code": user_codes,
+            "course_code": course_codes,
+            # A row without isActive is taken as active: treating it as history would plan a duplicate.
+            "cur_active": _flags_missing_true(frame["isActive"]),
+            "cur_status": status,
+            "cur_added": _dates(frame["dateAdded"]),
+            "cur_due": _dates(frame["dateDue"]),
+            "cur_completed_on": completed_on,
+            "cur_complete": (status.eq(COMPLETE).fillna(False) | completed_on.notna()).to_numpy(dtype=bool),
+        }
+    )
+    return Current(parsed, users, courses)
+
+
+def _lower_codes(values: pd.Series) -> tuple[Any, pd.Index]:
+    """Integer codes of the lower-case text of ``values`` (-1 where missing), and the texts."""
+    codes, uniques = pd.factorize(values)
+    lowered = pd.Index(uniques).astype(str).str.lower()
+    folded, keys = pd.factorize(lowered)  # two spellings of one id share a code
+    return np.where(codes >= 0, folded[np.maximum(codes, 0)], -1), pd.Index(keys)
+
+
+def _decode(keys: pd.Index, codes: Any) -> Any:
+    """Texts of ``codes`` (None for -1)."""
+    texts = np.asarray(keys, dtype=object)
+    return np.where(codes >= 0, texts[np.maximum(codes, 0)] if len(texts) else None, None)
+
+
+def _flags_missing_true(series: pd.Series) -> Any:
+    if pd.api.types.is_bool_dtype(series):
+        return series.fillna(True).to_numpy(dtype=bool)
+    return _flags(series.astype("object").where(series.notna(), True)).to_numpy(dtype=bool)
 
 
 def _flags(series: pd.Series) -> pd.Series:
@@ -158,10 +249,20 @@ def _flags(series: pd.Series) -> pd.Series:
 
 
 def _dates(series: pd.Series) -> pd.Series:
-    """Calendar dates (``datetime.date`` or None) from ISO strings or timestamps."""
+    """Calendar dates (UTC) as ``datetime64`` midnights, NaT when missing, from ISO strings or timestamps."""
     parsed = pd.to_datetime(series, errors="coerce", utc=True, format="ISO8601")
-    dates = pd.Series(parsed.dt.date, index=series.index, dtype="object")
-    return dates.where(parsed.notna(), None)
+    return parsed.dt.tz_localize(None).dt.floor("D")
+
+
+def _days(values: pd.Series) -> Any:
+    """Days since 1970-01-01 as floats (NaN when missing): vector date arithmetic without objects."""
+    days = values.to_numpy(dtype="datetime64[D]").astype("int64").astype("float64")
+    days[values.isna().to_numpy()] = np.nan
+    return days
+
+
+def _day_number(day: date) -> int:
+    return (day - EPOCH).days
 
 
 ROW_COLUMNS = (
@@ -171,7 +272,6 @@ ROW_COLUMNS = (
     "user_id",
     "course_id",
     "user_key",
-    "course_key",
     "employee_id",
     "rule",
     "due_days",
@@ -184,7 +284,7 @@ ROW_COLUMNS = (
 
 
 def _rows(frame: pd.DataFrame) -> list:
-    """Rows as named tuples of plain Python values, NA as None (itertuples on Arrow strings is slow).
+    """Rows as named tuples of plain Python values (dates as ``date``), NA as None.
 
     Only the columns the line builders read: callers filter with vector operations first, so
     this per-row step sees the few rows that may become plan lines, not the whole portal.
@@ -195,21 +295,38 @@ def _rows(frame: pd.DataFrame) -> list:
     Row = namedtuple("Row", list(frame.columns), rename=True)
     columns = []
     for name in frame.columns:
-        values = frame[name].astype("object")
+        values = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            values = pd.Series(values.dt.date, index=values.index, dtype="object")
+        values = values.astype("object")
         columns.append(values.where(values.notna(), None).tolist())
     return [Row(*values) for values in zip(*columns, strict=True)]
 
 
-def _latest_active(current: pd.DataFrame) -> pd.DataFrame:
-    """One active enrollment per (user, course): the most recently added if Absorb has several."""
-    narrow = current.loc[
-        current["cur_active"].to_numpy(dtype=bool), ["cur_added", "id", "user_key", "course_key"]
-    ]
-    narrow = narrow.assign(
-        added=pd.to_datetime(narrow["cur_added"], errors="coerce").fillna(pd.Timestamp.min)
+def _latest_active(current: Current) -> Current:
+    """One active enrollment per (user, course): the most recently added if Absorb has several.
+
+    In (date added, id) order, as the sync and leaver removals are listed."""
+    frame = current.frame
+    live = np.flatnonzero(frame["cur_active"].to_numpy(dtype=bool))
+    added = frame["cur_added"].to_numpy(dtype="datetime64[D]")[live].astype("int64")
+    added[frame["cur_added"].isna().to_numpy()[live]] = np.iinfo(np.int64).min
+    id_rank = pd.factorize(frame["id"].iloc[live], sort=True)[0]
+    ordered = live[np.lexsort((id_rank, added))]
+    keys = pd.DataFrame(
+        {"user": frame["user_code"].to_numpy()[ordered], "course": frame["course_code"].to_numpy()[ordered]}
     )
-    order = narrow.sort_values(["added", "id"]).drop_duplicates(["user_key", "course_key"], keep="last")
-    return current.loc[order.index]  # one copy of the wide frame, in the same order as before
+    return current.take(ordered[~keys.duplicated(keep="last").to_numpy()])
+
+
+def _match_active(wanted: pd.DataFrame, active: Current) -> Any:
+    """For each wanted row, the row of its active enrollment in ``active`` (-1: none)."""
+    users = active.users.get_indexer(wanted["user_id"].astype(str).str.lower())
+    courses = active.courses.get_indexer(wanted["course_id"].astype(str).str.lower())
+    width = max(len(active.courses), 1)
+    active_keys = active.frame["user_code"].to_numpy() * width + active.frame["course_code"].to_numpy()
+    found = pd.Index(active_keys).get_indexer(users * width + courses)
+    return np.where((users >= 0) & (courses >= 0), found, -1)
 
 
 def _hire_dates(people: pd.DataFrame) -> dict[str, date]:
@@ -221,6 +338,12 @@ def _hire_dates(people: pd.DataFrame) -> dict[str, date]:
             except ValueError:
                 continue
     return result
+
+
+def _hire_days(employee_ids: Any, hire_dates: dict[str, date]) -> Any:
+    """Hire dates of ``employee_ids`` as float days (NaN when unknown), as ``_hire_dates`` reads them."""
+    days = pd.Series({e: _day_number(d) for e, d in hire_dates.items()}, dtype="float64")
+    return pd.Series(employee_ids, dtype=object).astype(str).map(days).to_numpy(dtype="float64")
 
 
 def _settled_active(people: pd.DataFrame, today: date) -> set[str]:
@@ -260,9 +383,9 @@ def _due(due_days: Any, due_from: str, hire: date | None, assigned: date) -> tup
     return due, f"due {due.isoformat()} ({basis})"
 
 
-def _enroll_lines(merged: pd.DataFrame, hire_dates: dict[str, date], today: date) -> list[dict]:
+def _enroll_lines(unmatched: pd.DataFrame, hire_dates: dict[str, date], today: date) -> list[dict]:
     lines = []
-    for row in _rows(merged.loc[merged["id"].isna()]):
+    for row in _rows(unmatched):
         due, how = _due(row.due_days, row.due_from, hire_dates.get(str(row.employee_id)), today)
         lines.append(
             _line(
@@ -276,18 +399,16 @@ def _enroll_lines(merged: pd.DataFrame, hire_dates: dict[str, date], today: date
     return lines
 
 
-def _re_enroll_lines(merged: pd.DataFrame, today: date) -> list[dict]:
+def _re_enroll_lines(matched: Matched, today: date) -> list[dict]:
     lines = []
-    complete = merged["cur_complete"].fillna(False).astype(bool)
-    candidates = merged.loc[merged["id"].notna() & complete & merged["recur_every_days"].notna()]
-    completed_on = candidates["cur_completed_on"].where(
-        candidates["cur_completed_on"].notna(), candidates["cur_added"]
-    )
-    due_again = pd.to_datetime(completed_on, errors="coerce") + pd.to_timedelta(
-        candidates["recur_every_days"].astype("float64"), unit="D"
-    )
-    candidates = candidates.loc[due_again.le(pd.Timestamp(today)).fillna(False).to_numpy(dtype=bool)]
-    for row in _rows(candidates):
+    completed = matched.column("cur_completed_on")
+    completed_on = np.where(np.isnan(completed), matched.column("cur_added"), completed)
+    recur = pd.array(matched.wanted_column("recur_every_days"), dtype="Int64")
+    recur = recur.to_numpy(dtype="float64", na_value=np.nan)
+    due_again = completed_on + recur
+    with np.errstate(invalid="ignore"):
+        selected = matched.column("cur_complete") & (due_again <= _day_number(today))
+    for row in _rows(matched.frame(selected)):
         completed_on = row.cur_completed_on or row.cur_added
         if completed_on is None:
             continue
@@ -308,18 +429,24 @@ def _re_enroll_lines(merged: pd.DataFrame, today: date) -> list[dict]:
     return lines
 
 
-def _due_date_lines(merged: pd.DataFrame, hire_dates: dict[str, date], created_by_us: set[str]) -> list[dict]:
+def _due_date_lines(matched: Matched, hire_dates: dict[str, date], created_by_us: set[str]) -> list[dict]:
+    """Our open enrollments whose due date is not the rule's (computed for all of them at once)."""
     lines = []
-    candidates = merged.loc[
-        merged["id"].notna()
-        & ~merged["cur_complete"].fillna(False).astype(bool)
-        & merged["due_days"].notna()
-        & merged["cur_added"].notna()
-    ]
-    candidates = candidates.loc[
-        candidates["id"].astype(str).str.lower().isin(created_by_us).to_numpy(dtype=bool)
-    ]
-    for row in _rows(candidates):
+    added, current_due = matched.column("cur_added"), matched.column("cur_due")
+    due_days = pd.array(matched.wanted_column("due_days"), dtype="Int64").to_numpy("float64", na_value=np.nan)
+    candidates = ~matched.column("cur_complete") & ~np.isnan(due_days) & ~np.isnan(added)
+    ids = matched.enrollments["id"].astype(str).str.lower()
+    candidates &= ids.isin(created_by_us).to_numpy(dtype=bool)
+    hire = _hire_days(matched.wanted_column("employee_id")[candidates], hire_dates)
+    from_hire = pd.Series(matched.wanted_column("due_from")[candidates]).eq("hire").to_numpy(dtype=bool)
+    days, assigned, seen_due = due_days[candidates], added[candidates], current_due[candidates]
+    with np.errstate(invalid="ignore"):
+        as_planned = (seen_due == _due_days(days, from_hire, hire, assigned)) | (
+            seen_due == _due_days(days, from_hire, hire, assigned - 1)
+        )
+    selected = candidates.copy()
+    selected[candidates] = ~as_planned
+    for row in _rows(matched.frame(selected)):
         if row.id.lower() not in created_by_us or row.due_days is None:
             continue
         if row.cur_added is None:
@@ -346,30 +473,34 @@ def _due_date_lines(merged: pd.DataFrame, hire_dates: dict[str, date], created_b
     return lines
 
 
+def _due_days(days: Any, from_hire: Any, hire: Any, assigned: Any) -> Any:
+    """:func:`due_date` over arrays of float days (NaN hire: unknown)."""
+    by_hire = hire + days
+    with np.errstate(invalid="ignore"):
+        use_hire = from_hire & ~np.isnan(hire) & (by_hire >= assigned)
+    return np.where(use_hire, by_hire, assigned + days)
+
+
 def _sync_unenroll_lines(
-    active: pd.DataFrame,
-    wanted_keys: pd.DataFrame,
+    active: Current,
+    still_wanted: Any,
     employee_by_user: dict[str, str],
     settled_active: set[str],
     created_by_us: set[str],
     only_ours: bool,
 ) -> list[dict]:
     lines = []
-    open_rows = active.loc[~active["cur_complete"]]
-    employees = open_rows["user_key"].map(employee_by_user)
-    keep = employees.isin(settled_active)
+    frame = active.frame
+    employees = active.users.map(employee_by_user)
+    settled = pd.Series(employees).isin(settled_active).to_numpy(dtype=bool)
+    codes = frame["user_code"].to_numpy()
+    keep = ~frame["cur_complete"].to_numpy(dtype=bool) & ~still_wanted & (codes >= 0)
+    keep[keep] = settled[codes[keep]]
     if only_ours:
-        keep &= open_rows["id"].astype(str).str.lower().isin(created_by_us)
-    open_rows = open_rows.loc[keep.to_numpy(dtype=bool)]
-    still_wanted = (
-        open_rows[["user_key", "course_key"]]
-        .merge(wanted_keys.drop_duplicates(), how="left", on=["user_key", "course_key"], indicator=True)[
-            "_merge"
-        ]
-        .eq("both")
-    )
-    open_rows = open_rows.loc[~still_wanted.to_numpy(dtype=bool)]
-    for row in _rows(open_rows):
+        keep[keep] = (
+            frame["id"].iloc[np.flatnonzero(keep)].str.lower().isin(created_by_us).to_numpy(dtype=bool)
+        )
+    for row in _rows(active.with_user_key(np.flatnonzero(keep))):
         employee = employee_by_user.get(row.user_key)
         if employee is None or employee not in settled_active:
             continue
@@ -398,7 +529,7 @@ def _sync_unenroll_lines(
 
 
 def _leaver_lines(
-    active: pd.DataFrame, people: pd.DataFrame, users_by_employee_id: dict[str, str], today: date
+    active: Current, people: pd.DataFrame, users_by_employee_id: dict[str, str], today: date
 ) -> list[dict]:
     gone = effective_leavers(people, today)
     if gone.empty:
@@ -409,8 +540,12 @@ def _leaver_lines(
         if user_id is not None:
             term_by_user[str(user_id).lower()] = (str(employee_id), term)
     lines = []
-    open_rows = active.loc[~active["cur_complete"]]
-    for row in _rows(open_rows.loc[open_rows["user_key"].isin(term_by_user).to_numpy(dtype=bool)]):
+    frame = active.frame
+    leaving = np.asarray(active.users.isin(list(term_by_user)), dtype=bool)
+    codes = frame["user_code"].to_numpy()
+    keep = ~frame["cur_complete"].to_numpy(dtype=bool) & (codes >= 0)
+    keep[keep] = leaving[codes[keep]]
+    for row in _rows(active.with_user_key(np.flatnonzero(keep))):
         if row.user_key not in term_by_user:
             continue
         employee, term = term_by_user[row.user_key]

@@ -305,41 +305,73 @@ def _rules_using(ruleset: RuleSet) -> dict[str, list[str]]:
 def evaluate_rules(
     people: pd.DataFrame, ruleset: RuleSet, course_ids: dict[str, str], today: date
 ) -> pd.DataFrame:
-    """Desired enrollments, one row per (employee, course), for active people already hired."""
+    """Desired enrollments, one row per (employee, course), for active people already hired.
+
+    Built from integer positions (who x which rule course), so the result's text columns are
+    categoricals (a few courses and rules over hundreds of thousands of rows), not a string per row.
+    """
+    import numpy as np
+
     hire = pd.to_datetime(people["hire_date"], format="%Y-%m-%d", errors="coerce")
     eligible = people["status"].eq("active").fillna(False) & hire.le(pd.Timestamp(today)).fillna(False)
-    pool = people.loc[eligible].assign(_hire=hire[eligible])
-    parts = []
+    pool = people.loc[eligible, [*ATTRIBUTE_KEYS, "employee_id"]].assign(_hire=hire[eligible])
+    employee_codes, employees = pd.factorize(pool["employee_id"], use_na_sentinel=False)
+    who, part = [], []  # row positions in the pool, and the (rule, course) part they came from
+    parts: list[tuple[Rule, str]] = []
     for rule in ruleset.rules:
         mask = _matches(pool, rule.match, today)
         if rule.exclude:
             mask &= ~_matches(pool, rule.exclude, today)
-        chosen = pool.loc[mask, "employee_id"]
+        chosen = np.flatnonzero(mask.to_numpy(dtype=bool))
         for course in rule.courses:
             key = course_ref_key(course)
             if key not in course_ids:
                 raise RulesError(
                     f"rule {rule.name!r}: course {key!r} was not resolved (call resolve_courses)"
                 )
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "employee_id": chosen.to_numpy(),
-                        "course_id": course_ids[key],
-                        "rule": rule.name,
-                        "due_days": rule.due_days,
-                        "due_from": rule.due_from,
-                        "recur_every_days": rule.recur_every_days,
-                    }
-                )
-            )
-    if not parts:
+            who.append(chosen)
+            part.append(np.full(len(chosen), len(parts)))
+            parts.append((rule, course_ids[key]))
+    if not parts or not sum(len(w) for w in who):
         return _empty_desired()
-    desired = pd.concat(parts, ignore_index=True).drop_duplicates(["employee_id", "course_id"], keep="first")
-    desired = desired.astype({"due_days": "Int64", "recur_every_days": "Int64"})
-    return desired.sort_values(["employee_id", "course_id"], kind="stable").reset_index(drop=True)[
-        DESIRED_COLUMNS
-    ]
+    return _desired_frame(np.concatenate(who), np.concatenate(part), parts, employee_codes, employees)
+
+
+def _desired_frame(
+    who: Any, part: Any, parts: list[tuple[Rule, str]], employee_codes: Any, employees: pd.Index
+) -> pd.DataFrame:
+    """One row per (employee, course), the first rule in the file winning, sorted by employee and course."""
+    import numpy as np
+
+    courses = sorted({course for _, course in parts})
+    course_of_part = np.array([courses.index(course) for _, course in parts])
+    employee, course = employee_codes[who], course_of_part[part]
+    _, first = np.unique(employee * len(courses) + course, return_index=True)
+    first.sort()  # the first (employee, course) in rule order wins
+    rank = np.empty(len(employees), dtype=np.int64)
+    rank[employees.argsort()] = np.arange(len(employees))
+    kept = first[np.lexsort((course[first], rank[employee[first]]))]  # by employee id, then course id
+    part = part[kept]
+    rules = [rule for rule, _ in parts]
+    return pd.DataFrame(
+        {
+            "employee_id": employees.take(employee[kept]),
+            "course_id": pd.Categorical.from_codes(course[kept], categories=courses),
+            "rule": _labels([rule.name for rule in rules], part),
+            "due_days": pd.array([rule.due_days for rule in rules], dtype="Int64").take(part),
+            "due_from": _labels([rule.due_from for rule in rules], part),
+            "recur_every_days": pd.array([rule.recur_every_days for rule in rules], dtype="Int64").take(part),
+        }
+    )
+
+
+def _labels(per_part: list[str], part: Any) -> pd.Categorical:
+    """A categorical of each row's part's text (categories in file order)."""
+    import numpy as np
+
+    categories = list(dict.fromkeys(per_part))
+    codes = np.array([categories.index(value) for value in per_part])
+    return pd.Categorical.from_codes(codes[part], categories=categories)
 
 
 def _empty_desired() -> pd.DataFrame:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime
 from typing import Any
 
@@ -393,6 +393,7 @@ def tables_by_course(
     *,
     concurrency: int = 4,
     depth: int = 2,
+    on_error: Callable[[str, BaseException], bool] | None = None,
 ) -> Iterator[tuple[str, Any]]:
     """``(course_id, page)`` for every page of every course, course after course, in order.
 
@@ -402,6 +403,11 @@ def tables_by_course(
     (``concurrency * (depth + 1)`` pages) while the consumer still sees one course at a time.
     The client's rate limiter is shared, so the requests per second stay within its limit.
     An error in any read is raised in the consumer; stopping early stops the readers.
+
+    ``on_error(course_id, error)``, when given, is called in the consumer instead (after the pages
+    of that course yielded before the error); returning True skips the rest of that course and
+    goes on with the next one (the caller drops its pages: a partial course is no read), False
+    raises the error as without it.
     """
     import queue
     import threading
@@ -448,6 +454,8 @@ def tables_by_course(
             while True:
                 error, page = queues[index].get()
                 if error is not None:
+                    if on_error is not None and on_error(course_id, error):
+                        break
                     raise error
                 if page is end:
                     break

@@ -152,6 +152,36 @@ def test_tables_by_course_raises_a_failed_read_in_the_consumer(hook):
     assert set(got) == set(courses)  # the courses before it were delivered first
 
 
+def test_tables_by_course_on_error_skips_a_failed_course_and_goes_on(hook):
+    from absorb_provider.exceptions import AbsorbIncompleteReadError
+    from absorb_provider.io import tables_by_course
+
+    courses = sorted(c["id"] for c in hook.list_courses())[:3]
+    failing = courses[1]
+
+    def fetch(course_id):
+        pages = hook.course_enrollment_tables(course_id, page_size=5, prefetch=False)
+        if course_id != failing:
+            yield from pages
+            return
+        yield next(iter(pages))  # one page, then the short read the client reports
+        raise AbsorbIncompleteReadError(f"/courses/{course_id}/enrollments", 10, 5)
+
+    failed: dict[str, BaseException] = {}
+
+    def skip_short_reads(course_id: str, error: BaseException) -> bool:
+        failed[course_id] = error
+        return isinstance(error, AbsorbIncompleteReadError)
+
+    delivered = [c for c, _ in tables_by_course(fetch, courses, concurrency=2, on_error=skip_short_reads)]
+    assert list(failed) == [failing]
+    assert delivered.count(failing) == 1  # the page before the error, for the caller to drop
+    assert [c for c in dict.fromkeys(delivered) if c != failing] == [courses[0], courses[2]]
+    with pytest.raises(AbsorbIncompleteReadError):  # a handler that declines re-raises
+        for _ in tables_by_course(fetch, courses, concurrency=2, on_error=lambda c, e: False):
+            pass
+
+
 def test_parse_timestamps_turns_unreadable_values_into_nulls():
     from absorb_provider.io import parse_timestamps
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from absorb_sync.journal import WriteJournal, fold_into_state, fold_records, read_records
+import absorb_sync.journal as journal_module
+from absorb_sync.journal import (
+    TAIL_BYTES,
+    WriteJournal,
+    fold_into_state,
+    fold_records,
+    last_record,
+    read_records,
+)
 from absorb_sync.state import SyncState
 
 U1, U2, C1 = "u-1", "u-2", "c-1"
@@ -104,6 +112,30 @@ def test_folding_into_state_is_idempotent_and_keeps_unresolved_journals_open(tmp
     second = fold_into_state(state, current={(U2, C1): "e-2"})  # the next planner's read
     assert state.provenance_ids() == {"e-1", "e-2"} and second["adopted"] == 1
     assert fold_into_state(state, current={})["journals"] == 0  # folded: nothing new
+
+
+def test_a_folded_journal_is_recognised_from_its_tail_without_parsing_it(tmp_path, monkeypatch):
+    state = SyncState.for_portal(tmp_path / "state", key="k1", base_url="http://a", api_user="api")
+    directory = state.location / "journal"
+    recorder = WriteJournal(directory, "run-1")
+    recorder.intents([intent(n) for n in range(2000)])
+    recorder.outcomes([outcome(n, "created", f"e-{n}") for n in range(2000)])
+    assert (directory / "run-1.jsonl").stat().st_size > TAIL_BYTES  # a first load's journal, in small
+    assert fold_into_state(state)["created"] == 2000
+    assert last_record(directory, "run-1")["type"] == "folded"
+
+    def whole_read(*args):
+        raise AssertionError("a folded journal was parsed whole")
+
+    monkeypatch.setattr(journal_module, "read_records", whole_read)
+    assert fold_into_state(state)["journals"] == 0
+    monkeypatch.undo()
+    recorder.outcomes([outcome(2000, "created", "e-2000")])  # news after the marker: folded again
+    assert last_record(directory, "run-1")["type"] == "outcome"
+    assert fold_into_state(state)["journals"] == 1 and "e-2000" in state.provenance_ids()
+    with open(directory / "run-1.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"type": "outc')  # torn after the marker
+    assert last_record(directory, "run-1")["type"] == "folded"
 
 
 def test_state_is_kept_per_portal(tmp_path):

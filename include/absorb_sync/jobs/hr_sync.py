@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from absorb_sync.jobs.runtime import InputError, read_frame, read_json, write_cs
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
     from airflow.sdk import ObjectStoragePath
 
 ENROLLMENT_COLUMNS = [
@@ -47,6 +48,7 @@ ENROLLMENT_COLUMNS = [
 ]
 ENROLL_ACTIONS = ("enroll", "re_enroll", "update_due_date")
 COMPLETE = 3
+KEEP_EVERY_PAGE = 1 << 20  # read-ahead pages per course: the plan keeps every page anyway
 
 
 class PlanRefusedError(AirflowFailException):
@@ -314,7 +316,7 @@ def plan_changes(
     desired = evaluate_rules(people, ruleset, course_ids, today)
 
     current, incomplete = read_course_enrollments(hook, set(course_ids.values()))
-    write_frame(folder / "current.parquet", current)
+    _write_table(folder / "current.parquet", current)
     # Writes of earlier runs whose answers were lost (a crash mid-apply) become provenance first,
     # judged against what Absorb holds now (only when the read is complete: a partial read cannot
     # tell "not written" from "not read").
@@ -343,7 +345,7 @@ def plan_changes(
         "reads_complete": not incomplete,
         "incomplete_reads": incomplete[:5],
         "desired": len(desired),
-        "current_enrollments": len(current),
+        "current_enrollments": current.num_rows,
         "leavers": len(leaver_ids),
     }
 
@@ -402,40 +404,58 @@ def _open_enrollments(hook: Any, user_ids: list[str]) -> dict[str, int] | None:
     return counts
 
 
-def read_course_enrollments(hook: Any, course_ids: Iterable[str]) -> tuple[pd.DataFrame, list[str]]:
-    """Enrollments of some courses with only the columns the plan needs, and the incomplete reads.
+def _write_table(target: ObjectStoragePath, table: pa.Table) -> None:
+    """Parquet straight from Arrow (no pandas copy of the portal's enrollments)."""
+    import pyarrow.parquet as pq
 
-    Courses are read concurrently (at most the connection's ``max_concurrency`` at once, all
-    within its rate limit), each as Arrow pages with one page read ahead: no dict per row.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("wb") as handle:
+        pq.write_table(table, handle)
+
+
+def read_course_enrollments(hook: Any, course_ids: Iterable[str]) -> tuple[pa.Table, list[str]]:
+    """Enrollments of some courses as one Arrow table of ``ENROLLMENT_COLUMNS`` (no dict or Python
+    string per row), and the incomplete reads (a course read short is left out whole).
+
+    Courses are read concurrently through the provider's ``tables_by_course`` (at most the
+    connection's ``max_concurrency`` at once, each one page ahead, all within its rate limit);
+    every page is kept, so the readers never wait for the consumer.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    import pandas as pd
     import pyarrow as pa
     from absorb_provider.exceptions import AbsorbIncompleteReadError
-
-    def read(course_id: str) -> tuple[list[pa.Table], str | None]:
-        try:
-            return [t.select(ENROLLMENT_COLUMNS) for t in hook.course_enrollment_tables(course_id)], None
-        except AbsorbIncompleteReadError as error:
-            return [], f"{course_id}: {error}"
+    from absorb_provider.io import COURSE_ENROLLMENT_FIELDS, raw_arrow_schema, tables_by_course
 
     ordered = sorted(course_ids)
+    pages: dict[str, list[pa.Table]] = {}
+    incomplete: dict[str, str] = {}
+
+    def skip_short_read(course_id: str, error: BaseException) -> bool:
+        if not isinstance(error, AbsorbIncompleteReadError):
+            return False
+        incomplete[course_id] = f"{course_id}: {error}"
+        return True
+
+    def read(course_id: str) -> Iterator[pa.Table]:
+        for page in hook.course_enrollment_tables(course_id):
+            yield page.select(ENROLLMENT_COLUMNS)
+
     workers = max(1, min(int(hook.settings.max_concurrency), len(ordered)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="absorb-read") as pool:
-        results = list(pool.map(read, ordered))
-    tables = [t for pages, _ in results for t in pages]
-    incomplete = [problem for _, problem in results if problem]
-    if not tables:
-        return pd.DataFrame(columns=ENROLLMENT_COLUMNS).astype(
-            {"id": "string", "userId": "string"}
-        ), incomplete
-    frame = pa.concat_tables(tables).to_pandas()
-    return frame.astype({"id": "string", "userId": "string"}), incomplete
+    for course_id, page in tables_by_course(
+        read, ordered, concurrency=workers, depth=KEEP_EVERY_PAGE, on_error=skip_short_read
+    ):
+        pages.setdefault(course_id, []).append(page)
+    tables = [
+        page for course_id in ordered if course_id not in incomplete for page in pages.get(course_id, [])
+    ]
+    schema = raw_arrow_schema(COURSE_ENROLLMENT_FIELDS)
+    empty = pa.table({name: pa.array([], schema.field(name).type) for name in ENROLLMENT_COLUMNS})
+    return pa.concat_tables([empty, *tables]), [incomplete[c] for c in ordered if c in incomplete]
 
 
-def active_pairs(current: pd.DataFrame) -> dict[tuple[str, str], str]:
+def active_pairs(current: pa.Table | pd.DataFrame) -> dict[tuple[str, str], str]:
     """(user id, course id) -> active enrollment id, lower-case (what a journal fold compares)."""
+    if not hasattr(current, "iloc"):  # an Arrow table: only the columns compared
+        current = current.select(["id", "userId", "courseId", "isActive"]).to_pandas()
     active = current[current["isActive"].fillna(True).astype(bool)]
     keys = zip(
         active["userId"].astype(str).str.lower(), active["courseId"].astype(str).str.lower(), strict=True
@@ -1110,10 +1130,10 @@ def _touched_enrollments(
     sizes = current["courseId"].astype(str).value_counts() if current is not None else pd.Series(dtype=int)
     course_calls = sum(1 + int(sizes.get(c, 0)) // 1000 for c in courses)
     if course_calls < user_calls:
-        frame, incomplete = read_course_enrollments(hook, courses)
+        table, incomplete = read_course_enrollments(hook, courses)
         if incomplete:
             raise VerificationError(f"cannot verify: read-back of courses incomplete: {incomplete[:3]}")
-        return frame, "course pages", course_calls
+        return table.to_pandas(), "course pages", course_calls
     chunks = [users[i : i + BULK_READ_USERS] for i in range(0, len(users), BULK_READ_USERS)]
     workers = max(1, min(int(hook.settings.max_concurrency), len(chunks)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="absorb-verify") as pool:
