@@ -8,7 +8,7 @@ rest are deactivated, a protected leaver never is -> a rehire comes back with th
 
 from __future__ import annotations
 
-import csv
+import json
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -201,6 +201,13 @@ def test_a_hire_is_created_and_a_mover_updated_before_their_enrollments(world, l
     report = run.text("report.html")
     assert "Noor Haddad" in report and "Mina Moved" in report and "Narnia" in report
     assert run.json("summary.json")["users"]["outcomes"] == {"created": 1, "updated": 1}
+    journal_files = (world.state().location / "journal").glob("*.jsonl")
+    journal = [json.loads(line) for path in journal_files for line in path.read_text().splitlines()]
+    written = {(r["type"], r["action"]) for r in journal if str(r.get("key", "")).startswith("user:")}
+    assert {("intent", "create_user"), ("outcome", "create_user")} <= written  # intent before, outcome after
+    assert {("intent", "update_user"), ("outcome", "update_user")} <= written
+    provenance = world.state().user_provenance()
+    assert provenance[hire["id"]]["created_by_sync"] and provenance[mover["id"]]["action"] == "update_user"
 
 
 def test_the_same_feed_again_changes_no_user(world, lifecycle):
@@ -295,8 +302,3 @@ def test_a_rehire_gets_the_same_account_back_with_their_history(world, lifecycle
     writes = world.writes()
     again = sync(world, lifecycle, back, create_missing_users=True)
     assert again.succeeded and world.writes() == writes
-
-
-def _csv_rows(path: Path) -> list[dict]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
