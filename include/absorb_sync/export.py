@@ -134,8 +134,9 @@ _BOOL_COLUMNS = ("is_completed", "is_active", "is_overdue")
 def export_schema(drop: tuple[str, ...] = ()) -> pa.Schema:
     """The Arrow schema of the export, with the pandas metadata a pandas-written file has (what
     ``pa.Schema.from_pandas`` gives for the export frame), so ``pd.read_parquet`` gives the same
-    dtypes: string, Int64, Float64, boolean, UTC datetimes. Built without importing pandas: the
-    extract and the writers never need it."""
+    dtypes: string, Int64, Float64, boolean, UTC datetimes. Built without pandas (none of the
+    extract's or writers' own code needs it; pyarrow itself still loads it the first time it
+    converts a Python list, so the extract's process holds it all the same)."""
     import json
     from importlib import metadata
 
