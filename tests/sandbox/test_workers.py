@@ -7,6 +7,7 @@ Every request here goes over a new connection, so the kernel spreads them over b
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -75,7 +76,10 @@ def test_the_rate_limit_holds_across_workers(tmp_path):
         time.sleep(1.5)  # a full bucket again
         server.reset_stats()
         started = time.monotonic()
-        answers = [fresh_get(server, "/departments", token) for _ in range(REQUESTS)]
+        # A burst from several threads: on a loaded machine, one request after another can be slow
+        # enough for the bucket to refill between them, and then nothing is ever limited.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda _: fresh_get(server, "/departments", token), range(REQUESTS)))
         elapsed = time.monotonic() - started
         stats = server.stats()
     granted = [a for a in answers if a.status_code == 200]
@@ -85,7 +89,7 @@ def test_the_rate_limit_holds_across_workers(tmp_path):
     assert rate <= len(granted) <= rate + rate * elapsed + 1, (len(granted), elapsed)
     assert all(int(a.headers["Retry-After"]) >= 1 for a in limited)
     assert len(stats["by_worker"]) == 2 and min(stats["by_worker"].values()) >= rate
-    assert stats["by_status"]["429"] == len(limited)
+    assert limited and stats["by_status"].get("429", 0) == len(limited)
 
 
 def test_more_than_one_worker_needs_a_database_file():
