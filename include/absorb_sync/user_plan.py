@@ -231,16 +231,44 @@ class _Planner:
         counts = users["externalId"].dropna().value_counts()
         self.ambiguous = set(counts[counts > 1].index)
         keyed = users[users["externalId"].notna() & ~users["externalId"].isin(self.ambiguous)]
-        self.by_employee = {r["externalId"]: r for r in _records(keyed)}
-        self.user_ids = {e: str(u["id"]) for e, u in self.by_employee.items()}
+        self.user_ids = dict(zip(keyed["externalId"], keyed["id"].astype(str), strict=True))
         departments = list(departments)
         self.departments = department_index(departments, settings.department_match)
         self.department_names = {str(d["id"]).lower(): d.get("name") for d in departments if d.get("id")}
         self.employee_of = {str(u).lower(): e for e, u in self.user_ids.items()}
         self.leavers = set(effective_leavers(people, today)["employee_id"].astype(str))
-        self.people = _records(people)
+        self.keyed = keyed.set_index("externalId")
+        chosen = people.loc[self._needs_a_look(people).to_numpy(dtype=bool)]
+        looked_at = keyed[keyed["externalId"].isin(chosen["employee_id"])]
+        self.by_employee = {r["externalId"]: r for r in _records(looked_at)}  # only those looked at
+        self.people = _records(chosen)
         self.lines: list[dict] = []
         self.notes: list[dict] = []
+
+    def _needs_a_look(self, people: pd.DataFrame) -> pd.Series:
+        """People who may get a line or a note; the rest (active, user active, every managed field
+        as the feed has it) are skipped with vector operations before the per-person pass."""
+        employees = people["employee_id"].astype("string")
+        user = self.keyed.reindex(employees)
+        user.index = people.index
+        look = user["id"].isna() | employees.isin(self.ambiguous) | employees.isin(self.leavers)
+        look |= people["status"].eq("terminated").fillna(False) | user["activeStatus"].ne(ACTIVE)
+        if not self.settings.enabled:
+            return look
+        for name in self.settings.managed_fields:
+            column, absorb = MANAGED_FIELDS[name]
+            wanted = _cleaned(people[column])
+            if name == "department":
+                mapped = wanted.str.casefold().map(self.departments).astype("string")
+                look |= (wanted.notna() & mapped.isna()).fillna(False)  # unknown or ambiguous
+                wanted = mapped
+            elif name == "manager":
+                wanted = wanted.map(self.user_ids).astype("string")  # unknown managers are skipped
+            current = _cleaned(user[absorb])
+            if absorb in ID_FIELDS or absorb == "emailAddress":
+                wanted, current = wanted.str.casefold(), current.str.casefold()
+            look |= (wanted.notna() & wanted.ne(current).fillna(True)).fillna(False)
+        return look
 
     # ---------------------------------------------------------------- per person
     def person(
@@ -456,6 +484,12 @@ _FIELD_WORDS = {
     "lastName": "last name",
     "emailAddress": "email",
 }
+
+
+def _cleaned(values: pd.Series) -> pd.Series:
+    """Stripped text, blank as NA (how the planner reads a feed or Absorb value)."""
+    text = values.astype("string").str.strip()
+    return text.mask(text.eq("").fillna(False))
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
