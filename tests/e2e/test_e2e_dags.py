@@ -187,7 +187,10 @@ def test_a_held_mass_termination_is_rejected_then_approved_through_the_rest_api(
     plan = summary["plan"]
     sync_lines = plan["enroll"] + plan["re_enroll"] + plan["update_due_date"] + plan["unenroll_by_sync"]
     assert sum(summary["outcomes"].values()) == sync_lines  # the sync applied its own lines
-    assert (writes(e2e_sandbox) > before_writes) == (sync_lines > 0)
+    # user changes (issue 12): the earlier leavers, unenrolled by now, are deactivated in this run
+    user_lines = summary["users"]["total_lines"]
+    assert sum(summary["users"]["outcomes"].values()) == user_lines
+    assert (writes(e2e_sandbox) > before_writes) == (sync_lines + user_lines > 0)
     terminated = {row["employee_id"] for row in active[: len(active) // 4]}
     assert terminated <= set(summary["leavers_handed_over"])  # the leavers' removals are handed over
     assert api.task_states(SYNC, approved_id)["trigger_unenrollment"] == "success"
