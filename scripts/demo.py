@@ -126,6 +126,13 @@ def show_sync(label: str, summary: dict, folder: Path) -> None:
         f"    outcomes {outcomes}; rejected rows {summary['rejected_rows']}; people missing in Absorb "
         f"{summary['missing_people']}; leavers handed over {len(summary['leavers_handed_over'])}"
     )
+    users = summary.get("users") or {}
+    if users:
+        changes = {action: count for action, count in users.get("counts", {}).items() if count}
+        print(
+            f"    Absorb users: {changes or 'no change'}; outcomes {users.get('outcomes', {})}; "
+            f"left alone {users.get('notes', {})}"
+        )
     print(f"    report: {folder / 'report.html'}")
 
 
