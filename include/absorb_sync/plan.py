@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from absorb_sync.rules import leavers as effective_leavers
+from absorb_sync.vector import in_set
 
 ACTIONS = ("enroll", "re_enroll", "update_due_date", "unenroll")
 HANDLED_BY_SYNC = "sync"
@@ -436,7 +437,7 @@ def _due_date_lines(matched: Matched, hire_dates: dict[str, date], created_by_us
     due_days = pd.array(matched.wanted_column("due_days"), dtype="Int64").to_numpy("float64", na_value=np.nan)
     candidates = ~matched.column("cur_complete") & ~np.isnan(due_days) & ~np.isnan(added)
     ids = matched.enrollments["id"].astype(str).str.lower()
-    candidates &= ids.isin(created_by_us).to_numpy(dtype=bool)
+    candidates &= in_set(ids, created_by_us).to_numpy(dtype=bool)
     hire = _hire_days(matched.wanted_column("employee_id")[candidates], hire_dates)
     from_hire = pd.Series(matched.wanted_column("due_from")[candidates]).eq("hire").to_numpy(dtype=bool)
     days, assigned, seen_due = due_days[candidates], added[candidates], current_due[candidates]
@@ -492,13 +493,13 @@ def _sync_unenroll_lines(
     lines = []
     frame = active.frame
     employees = active.users.map(employee_by_user)
-    settled = pd.Series(employees).isin(settled_active).to_numpy(dtype=bool)
+    settled = in_set(pd.Series(employees), settled_active).to_numpy(dtype=bool)
     codes = frame["user_code"].to_numpy()
     keep = ~frame["cur_complete"].to_numpy(dtype=bool) & ~still_wanted & (codes >= 0)
     keep[keep] = settled[codes[keep]]
     if only_ours:
         keep[keep] = (
-            frame["id"].iloc[np.flatnonzero(keep)].str.lower().isin(created_by_us).to_numpy(dtype=bool)
+            in_set(frame["id"].iloc[np.flatnonzero(keep)].str.lower(), created_by_us).to_numpy(dtype=bool)
         )
     for row in _rows(active.with_user_key(np.flatnonzero(keep))):
         employee = employee_by_user.get(row.user_key)

@@ -369,14 +369,20 @@ class People:
         for frame in frames:
             if frame is None or frame.empty or "employee_id" not in frame:
                 continue
-            for record in frame.to_dict("records"):
-                people.add(
-                    record.get("employee_id"),
-                    first=record.get("first_name"),
-                    last=record.get("last_name"),
-                    department=record.get("department"),
-                )
-                people.link(record.get("user_id"), record.get("employee_id"))
+
+            def column(name: str, frame: pd.DataFrame = frame) -> Any:
+                return frame[name] if name in frame else [None] * len(frame)
+
+            for employee_id, first, last, department, user_id in zip(
+                frame["employee_id"],
+                column("first_name"),
+                column("last_name"),
+                column("department"),
+                column("user_id"),
+                strict=True,
+            ):
+                people.add(employee_id, first=first, last=last, department=department)
+                people.link(user_id, employee_id)
         if users is not None and not users.empty:
             for employee_id, user_id in zip(users["employee_id"], users["user_id"], strict=True):
                 people.link(user_id, employee_id)
@@ -704,8 +710,9 @@ def sync_context(
         }
         for row in records(missing_people)
     ]
+    open_by_leaver = Counter(r["employee_id"] for r in leaver_rows)
     handed_rows = sorted(
-        ({**people.row(e), "open": sum(1 for r in leaver_rows if r["employee_id"] == e)} for e in handed),
+        ({**people.row(e), "open": open_by_leaver[e]} for e in handed),
         key=lambda r: r["name"],
     )
     return {

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from absorb_sync.rules import leavers as effective_leavers
+from absorb_sync.vector import in_set
 
 # managed field (rules file) -> (feed column, Absorb user field)
 MANAGED_FIELDS: dict[str, tuple[str, str]] = {
@@ -53,6 +54,7 @@ USER_COLUMNS = [
     "supervisorId",
     "activeStatus",
 ]
+USER_COLUMN_TYPES = {name: "int" if name == "activeStatus" else "string" for name in USER_COLUMNS}
 USER_LINE_COLUMNS = ["action", "employee_id", "user_id", "name", "changes", "payload", "reason"]
 NOTE_COLUMNS = ["employee_id", "user_id", "name", "note", "detail"]
 PLACEHOLDER = "new:"  # user id of a person the apply creates (enrollments are planned for it)
@@ -140,7 +142,15 @@ def users_frame(users: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 def users_table(rows: list[tuple]) -> pd.DataFrame:
     """``users_frame`` from rows already cut to ``USER_COLUMNS`` (no dict per user kept)."""
-    frame = pd.DataFrame.from_records(rows, columns=USER_COLUMNS)
+    return _typed_users(pd.DataFrame.from_records(rows, columns=USER_COLUMNS))
+
+
+def users_from_arrow(table: Any) -> pd.DataFrame:
+    """``users_frame`` from Arrow pages of ``USER_COLUMNS`` (the provider's ``user_tables``)."""
+    return _typed_users(table.select(USER_COLUMNS).to_pandas())
+
+
+def _typed_users(frame: pd.DataFrame) -> pd.DataFrame:
     frame["activeStatus"] = pd.to_numeric(frame["activeStatus"], errors="coerce").fillna(ACTIVE).astype(int)
     text = [c for c in USER_COLUMNS if c != "activeStatus"]
     frame[text] = frame[text].astype("string")
@@ -171,7 +181,7 @@ def protected_keys(settings: UserSettings, connection_user: str | None) -> set[s
 def leaver_user_ids(people: pd.DataFrame, users: pd.DataFrame, today: date) -> list[str]:
     """Active Absorb users of effective leavers: whose enrollments the deactivation check reads."""
     gone = set(effective_leavers(people, today)["employee_id"].astype(str))
-    active = users[(users["activeStatus"] == ACTIVE) & users["externalId"].isin(gone)]
+    active = users[(users["activeStatus"] == ACTIVE) & in_set(users["externalId"], gone)]
     return sorted(active["id"].dropna().astype(str))
 
 
@@ -230,8 +240,8 @@ class _Planner:
         self.managed, self.protected = {str(m) for m in managed}, protected
         counts = users["externalId"].dropna().value_counts()
         self.ambiguous = set(counts[counts > 1].index)
-        keyed = users[users["externalId"].notna() & ~users["externalId"].isin(self.ambiguous)]
-        self.user_ids = dict(zip(keyed["externalId"], keyed["id"].astype(str), strict=True))
+        keyed = users[users["externalId"].notna() & ~in_set(users["externalId"], self.ambiguous)]
+        self.user_ids = dict(zip(keyed["externalId"].tolist(), keyed["id"].astype(str).tolist(), strict=True))
         departments = list(departments)
         self.departments = department_index(departments, settings.department_match)
         self.department_names = {str(d["id"]).lower(): d.get("name") for d in departments if d.get("id")}
@@ -239,7 +249,7 @@ class _Planner:
         self.leavers = set(effective_leavers(people, today)["employee_id"].astype(str))
         self.keyed = keyed.set_index("externalId")
         chosen = people.loc[self._needs_a_look(people).to_numpy(dtype=bool)]
-        looked_at = keyed[keyed["externalId"].isin(chosen["employee_id"])]
+        looked_at = keyed[in_set(keyed["externalId"], chosen["employee_id"])]
         self.by_employee = {r["externalId"]: r for r in _records(looked_at)}  # only those looked at
         self.people = _records(chosen)
         self.lines: list[dict] = []
@@ -251,7 +261,7 @@ class _Planner:
         employees = people["employee_id"].astype("string")
         user = self.keyed.reindex(employees)
         user.index = people.index
-        look = user["id"].isna() | employees.isin(self.ambiguous) | employees.isin(self.leavers)
+        look = user["id"].isna() | in_set(employees, self.ambiguous) | in_set(employees, self.leavers)
         look |= people["status"].eq("terminated").fillna(False) | user["activeStatus"].ne(ACTIVE)
         if not self.settings.enabled:
             return look

@@ -364,7 +364,7 @@ class AbsorbClient:
             content = self.call("GET", path, params=params, raw=True).data
             table, total = _page_table(content, key, row_schema, path)
             if row_model is not None:
-                _check_never_null(table, row_model, path)
+                _check_page_shape(table, content, row_model, path)
             yield table, total
             if table.num_rows < page_size:
                 return
@@ -457,13 +457,24 @@ def _page_table(content: bytes, key: str, row_schema: Any, path: str) -> tuple[A
     return table, page.column("totalItems")[0].as_py()
 
 
-def _check_never_null(table: Any, row_model: type, path: str) -> None:
-    from absorb_provider.schemas import AbsorbSchemaError, never_null
+def _check_page_shape(table: Any, content: bytes, row_model: type, path: str) -> None:
+    """The ids may not be null, and every relied-on field must be in the page: a columnar read
+    cannot tell an absent field from a null one, so a column null in every row is looked up as a
+    key in the page's bytes (a renamed or dropped field is absent from all of them)."""
+    from absorb_provider.schemas import AbsorbSchemaError, never_null, relied_on
 
     problems = [
         f"field '{name}' is missing or null in {table.column(name).null_count} of {table.num_rows} rows"
         for name in never_null(row_model)
         if name in table.column_names and table.column(name).null_count
+    ]
+    problems += [
+        f"field '{name}' is missing from every row"
+        for name in relied_on(row_model)
+        if name in table.column_names
+        and table.num_rows
+        and table.column(name).null_count == table.num_rows
+        and f'"{name}"'.encode() not in content
     ]
     if problems:
         raise AbsorbSchemaError("/" + path.lstrip("/"), problems)

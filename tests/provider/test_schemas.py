@@ -47,3 +47,20 @@ def test_a_renamed_field_fails_the_read_naming_the_field(hook_for, fresh_sandbox
     with pytest.raises(AbsorbSchemaError, match=r"field 'userId' is missing"):
         list(hook.list_course_enrollments(SAFETY))
     assert list(hook.list_departments())  # lists without a renamed field still read
+
+
+def test_columnar_reads_tell_a_renamed_field_from_a_null_one(hook_for, fresh_sandbox):
+    """Arrow pages read an absent field as nulls: a relied-on column null in every row must be in
+    the page as a key, so a renamed ``externalId`` fails the users read instead of matching nobody."""
+    hook = hook_for(fresh_sandbox)
+    columns = {"id": "string", "externalId": "string", "activeStatus": "int"}
+    read = [page for page in hook.user_tables(columns)]
+    assert sum(page.num_rows for page in read) > 1 and read[0].column("externalId").null_count <= 1
+    hook.authenticate()
+    fresh_sandbox.set_faults({"rename": ["externalId:employeeKey", "dateDue:dueOn"]})
+    with pytest.raises(AbsorbSchemaError, match=r"/users answered .* field 'externalId' is missing from every row"):
+        list(hook.user_tables(columns))
+    with pytest.raises(AbsorbSchemaError, match=r"field 'dateDue' is missing from every row"):
+        list(hook.course_enrollment_tables(SAFETY))
+    fresh_sandbox.set_faults({})
+    assert list(hook.course_enrollment_tables(SAFETY))  # null due dates with the key present still read

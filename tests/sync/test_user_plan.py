@@ -220,9 +220,13 @@ def test_a_short_read_of_the_users_keeps_the_rows_and_says_so():
     from absorb_provider.exceptions import AbsorbIncompleteReadError
     from absorb_sync.jobs.hr_sync import _read_users
 
-    class ShortUsersRead:  # stands in for the provider's paged read that came back short
-        def list_users(self):
-            yield user("E000001")
+    class ShortUsersRead:  # stands in for the provider's paged Arrow read that came back short
+        def user_tables(self, columns):
+            import pyarrow as pa
+
+            types = {"string": pa.string(), "int": pa.int64()}
+            schema = pa.schema([(name, types[kind]) for name, kind in columns.items()])
+            yield pa.Table.from_pylist([user("E000001")], schema=schema)
             raise AbsorbIncompleteReadError("/users", 2, 1)
 
     users, problem = _read_users(ShortUsersRead())

@@ -214,11 +214,10 @@ def user_table(hook: Any) -> Any:
     """Every Absorb user's id, external id, department, location and job title, as Arrow pages
     parsed in C++ (100,000 users is a few MB, not 100,000 dicts)."""
     import pyarrow as pa
-    from absorb_provider.client import MAX_PAGE_SIZE
 
-    schema = pa.schema([(name, pa.string()) for name in USER_COLUMNS])
-    pages = list(hook.client.paginate_tables("users", "users", schema, {}, MAX_PAGE_SIZE, prefetch=True))
-    return pa.concat_tables(pages) if pages else schema.empty_table()
+    columns = dict.fromkeys(USER_COLUMNS, "string")
+    pages = list(hook.user_tables(columns))
+    return pa.concat_tables(pages) if pages else pa.schema([(c, pa.string()) for c in columns]).empty_table()
 
 
 def last_feed_people(state: Any, output_root: ObjectStoragePath) -> Any:

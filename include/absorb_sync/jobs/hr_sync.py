@@ -48,6 +48,7 @@ ENROLLMENT_COLUMNS = [
 ]
 ENROLL_ACTIONS = ("enroll", "re_enroll", "update_due_date")
 COMPLETE = 3
+DEPARTMENTS_FILE = "absorb_departments.json"  # resolve_people reads them, the user plan uses them
 KEEP_EVERY_PAGE = 1 << 20  # read-ahead pages per course: the plan keeps every page anyway
 
 
@@ -195,18 +196,22 @@ def resolve_people(
     dry_run: bool,
     rules_path: str | None = None,
 ) -> dict:
-    """Map employee ids to Absorb users with one paged read of ``/users`` (kept for the user plan).
+    """Map employee ids to Absorb users with one paged read of ``/users``; the users and the
+    departments are kept for the user plan (so the planner reads only enrollments).
 
     Users are no longer created here: a hire's ``create_user`` is a plan line, gated and applied
     with the enrollments. A short read of the users is recorded, never acted on.
     """
     import pandas as pd
 
+    from absorb_sync.vector import in_set
+
     people = read_frame(folder / "accepted.parquet")
     if create_missing_users and not dry_run:
         _check_rule_courses(hook, rules_path)  # the plan's inputs hold before any user is planned
     users, incomplete = _read_users(hook)
     write_frame(folder / "absorb_users.parquet", users)
+    write_json(folder / DEPARTMENTS_FILE, [_department(d) for d in hook.list_departments()])
     users_by_employee_id, duplicates = _index_users(
         {"externalId": e, "id": i}
         for e, i in zip(users["externalId"], users["id"], strict=True)
@@ -214,7 +219,7 @@ def resolve_people(
     )
     del users
     wanted = people[people["status"] != "terminated"]
-    missing = wanted[~wanted["employee_id"].isin(users_by_employee_id)]
+    missing = wanted[~in_set(wanted["employee_id"], users_by_employee_id)]
     frame = pd.DataFrame(
         {"employee_id": list(users_by_employee_id), "user_id": list(users_by_employee_id.values())},
         dtype="string",
@@ -225,7 +230,7 @@ def resolve_people(
     write_json(folder / "users_read.json", {"complete": incomplete is None, "problem": incomplete})
     return {
         "people": len(people),
-        "matched": int(people["employee_id"].isin(users_by_employee_id).sum()),
+        "matched": int(in_set(people["employee_id"], users_by_employee_id).sum()),
         "missing": len(missing),
         "missing_sample": missing["employee_id"].head(10).tolist(),
         "duplicate_external_ids": duplicates[:10],
@@ -233,21 +238,27 @@ def resolve_people(
     }
 
 
+def _department(row: Mapping[str, Any]) -> dict:
+    return {key: row.get(key) for key in ("id", "name", "externalId")}
+
+
 def _read_users(hook: Any) -> tuple[pd.DataFrame, str | None]:
-    """Every Absorb user (only the columns the plans use, one tuple per user while reading), and
-    the problem when the read came back short (the rows read are kept, never acted on alone)."""
+    """Every Absorb user (only the columns the plans use, read as Arrow pages), and the problem
+    when the read came back short (the rows read are kept, never acted on alone)."""
+    import pyarrow as pa
     from absorb_provider.exceptions import AbsorbIncompleteReadError
 
-    from absorb_sync.user_plan import USER_COLUMNS, users_table
+    from absorb_sync.user_plan import USER_COLUMN_TYPES, users_from_arrow
 
-    rows: list[tuple] = []
+    pages: list[pa.Table] = []
     problem = None
     try:
-        for user in hook.list_users():
-            rows.append(tuple(user.get(c) for c in USER_COLUMNS))
+        for page in hook.user_tables(USER_COLUMN_TYPES):
+            pages.append(page)
     except AbsorbIncompleteReadError as error:
         problem = f"/users: {error}"
-    return users_table(rows), problem
+    schema = pa.schema([(n, pa.int64() if t == "int" else pa.string()) for n, t in USER_COLUMN_TYPES.items()])
+    return users_from_arrow(pa.concat_tables([schema.empty_table(), *pages])), problem
 
 
 def _index_users(users: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], list[str]]:
@@ -301,6 +312,8 @@ def plan_changes(
     the user update writes), and a hire to be created is planned under a placeholder user id that
     the apply replaces once the user exists.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from absorb_sync.journal import fold_into_state
     from absorb_sync.plan import build_plan
     from absorb_sync.rules import evaluate_rules, leavers, load_rules, resolve_courses
@@ -311,11 +324,15 @@ def plan_changes(
     names = {c["id"]: c.get("name") for c in catalog if c["id"] in set(course_ids.values())}
     write_json(folder / "rule_courses.json", names)
     people = read_frame(folder / "accepted.parquet")
-    user_plan, users_problem = _plan_users(folder, hook, ruleset, people, state, today, create_missing_users)
-    users_by_employee_id = user_plan.user_ids
-    desired = evaluate_rules(people, ruleset, course_ids, today)
-
-    current, incomplete = read_course_enrollments(hook, set(course_ids.values()))
+    with ThreadPoolExecutor(1, thread_name_prefix="rule-courses") as reader:
+        # the enrollments are read (mostly waiting on Absorb) while the users and rules are planned
+        reading = reader.submit(read_course_enrollments, hook, set(course_ids.values()))
+        user_plan, users_problem = _plan_users(
+            folder, hook, ruleset, people, state, today, create_missing_users
+        )
+        users_by_employee_id = user_plan.user_ids
+        desired = evaluate_rules(people, ruleset, course_ids, today)
+        current, incomplete = reading.result()
     _write_table(folder / "current.parquet", current)
     # Writes of earlier runs whose answers were lost (a crash mid-apply) become provenance first,
     # judged against what Absorb holds now (only when the read is complete: a partial read cannot
@@ -365,7 +382,7 @@ def _plan_users(
     settings = user_settings(ruleset.users)
     users = read_frame(folder / "absorb_users.parquet")
     read = read_json(folder / "users_read.json")
-    departments = list(hook.list_departments()) if settings.enabled or create_missing else []
+    departments = read_json(folder / DEPARTMENTS_FILE) if settings.enabled or create_missing else []
     open_enrollments = None
     if settings.deactivate_leavers and read["complete"]:
         open_enrollments = _open_enrollments(hook, leaver_user_ids(people, users, today))

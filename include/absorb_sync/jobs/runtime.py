@@ -63,10 +63,43 @@ def run_folder(root: ObjectStoragePath, dag_id: str, run_id: str) -> ObjectStora
     return folder
 
 
+class CoalescedWriter:
+    """Gathers small text writes into ~1 MiB ones before they reach ``handle``.
+
+    Every ``write`` on an ObjectStoragePath handle also records lineage (the path formatted, an
+    asset built): ``to_csv`` writes once per row and ``json.dump`` once per token, which cost
+    seconds per 100k rows before any byte was stored.
+    """
+
+    def __init__(self, handle: Any, limit: int = 1 << 20) -> None:
+        self._handle, self._limit = handle, limit
+        self._parts: list[str] = []
+        self._size = 0
+
+    def write(self, text: str) -> int:
+        self._parts.append(text)
+        self._size += len(text)
+        if self._size >= self._limit:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._parts:
+            self._handle.write("".join(self._parts))
+            self._parts, self._size = [], 0
+
+    def __enter__(self) -> CoalescedWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.flush()
+
+
 def write_json(target: ObjectStoragePath, data: Any) -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, sort_keys=True, default=str)
     with target.open("w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
+        handle.write(text)
     return str(target)
 
 
@@ -95,8 +128,8 @@ def write_csv(target: ObjectStoragePath, frame: pd.DataFrame) -> str:
     from absorb_provider.csv_safety import escape_frame
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", encoding="utf-8", newline="") as handle:
-        escape_frame(frame).to_csv(handle, index=False)
+    with target.open("w", encoding="utf-8", newline="") as handle, CoalescedWriter(handle) as coalesced:
+        escape_frame(frame).to_csv(coalesced, index=False)
     return str(target)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from functools import cached_property
@@ -453,6 +453,23 @@ class AbsorbHook(BaseHook):
         """``GET /users`` (paged generator); e.g. ``filter="externalId eq 'E000001'"``."""
         return self.client.paginate(
             "users", "users", {"_filter": filter, "_sort": sort}, page_size, row_model=schemas.User
+        )
+
+    def user_tables(self, columns: Mapping[str, str], filter: str | None = None) -> Iterator[Any]:
+        """``GET /users`` as ``pyarrow.Table`` pages of ``columns`` (name -> ``string`` or ``int``),
+        parsed in C++ with one page read ahead: 100,000 users without a dict per user."""
+        import pyarrow as pa
+
+        types = {"string": pa.string(), "int": pa.int64()}
+        schema = pa.schema([(name, types[kind]) for name, kind in columns.items()])
+        return self.client.paginate_tables(
+            "users",
+            "users",
+            schema,
+            {"_filter": filter},
+            MAX_PAGE_SIZE,
+            prefetch=True,
+            row_model=schemas.User,
         )
 
     def get_user(self, user_id: str) -> dict:
