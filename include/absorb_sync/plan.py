@@ -498,8 +498,8 @@ def _sync_unenroll_lines(
     keep = ~frame["cur_complete"].to_numpy(dtype=bool) & ~still_wanted & (codes >= 0)
     keep[keep] = settled[codes[keep]]
     if only_ours:
-        keep[keep] = (
-            in_set(frame["id"].iloc[np.flatnonzero(keep)].str.lower(), created_by_us).to_numpy(dtype=bool)
+        keep[keep] = in_set(frame["id"].iloc[np.flatnonzero(keep)].str.lower(), created_by_us).to_numpy(
+            dtype=bool
         )
     for row in _rows(active.with_user_key(np.flatnonzero(keep))):
         employee = employee_by_user.get(row.user_key)

@@ -58,7 +58,9 @@ def test_columnar_reads_tell_a_renamed_field_from_a_null_one(hook_for, fresh_san
     assert sum(page.num_rows for page in read) > 1 and read[0].column("externalId").null_count <= 1
     hook.authenticate()
     fresh_sandbox.set_faults({"rename": ["externalId:employeeKey", "dateDue:dueOn"]})
-    with pytest.raises(AbsorbSchemaError, match=r"/users answered .* field 'externalId' is missing from every row"):
+    with pytest.raises(
+        AbsorbSchemaError, match=r"/users answered .* field 'externalId' is missing from every row"
+    ):
         list(hook.user_tables(columns))
     with pytest.raises(AbsorbSchemaError, match=r"field 'dateDue' is missing from every row"):
         list(hook.course_enrollment_tables(SAFETY))

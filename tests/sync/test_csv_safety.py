@@ -134,7 +134,7 @@ def test_runtime_write_csv_of_many_rows_equals_pandas_own_csv(tmp_path):
     from absorb_sync.jobs.runtime import storage_path, write_csv
 
     frame = pd.DataFrame(
-        {"employee_id": [f"E{i:06d}" for i in range(60_000)], "name": "Zoë, \"the\" lead", "n": 1.5}
+        {"employee_id": [f"E{i:06d}" for i in range(60_000)], "name": 'Zoë, "the" lead', "n": 1.5}
     )
     write_csv(storage_path(tmp_path / "many.csv"), frame)
     assert (tmp_path / "many.csv").read_text(encoding="utf-8") == frame.to_csv(index=False)
