@@ -21,7 +21,8 @@ checked on these.
 
 Usage: ``python -m bench.bench_scale [small|medium|large] [--runs 3] [--workers 2] [--db FILE]``
 (default ``medium`` for a quick run; ``make bench`` runs ``large`` through ``bench/__main__.py``'s
-``BENCH_ARGS``; ``--db`` reuses a seeded sandbox database; ``--workdir`` keeps the work folder, so the
+``BENCH_ARGS``, with ``--growth-from medium``: the same scenarios at ``medium`` first, then how
+requests, memory and wall time grew from ``medium`` to ``large`` against the pages read; ``--db`` reuses a seeded sandbox database; ``--workdir`` keeps the work folder, so the
 sync scenario's first load is reused with the same ``--db``). Each goal is printed PASS/FAIL. Another scenario = another
 ``scenario_*`` function taking the running sandbox and the work folder.
 """
@@ -316,7 +317,7 @@ def _airflow_env(workdir: Path, server) -> dict:
 # --- scenarios -----------------------------------------------------------------------------------
 
 
-def scenario_export(server, workdir: Path, runs: int, seed: str) -> bool:
+def scenario_export(server, workdir: Path, runs: int, seed: str) -> tuple[bool, dict]:
     """A full completion export: the DAG versus the bare paging loop, alternating."""
     print(f"\n[export] full export of the '{seed}' seed: dag.test vs bare requests+pandas ({runs} runs each)")
     minimum = _minimum_requests(Path(server.db_path))
@@ -421,12 +422,18 @@ def scenario_export(server, workdir: Path, runs: int, seed: str) -> bool:
         )
     shutil.rmtree(workdir / "probe", ignore_errors=True)
     light = _verdicts(ratio, peaks, heavy)
+    figures = {
+        "pages": minimum["dag"],
+        "requests": statistics.median(r["requests"] for r in dag_runs),
+        "wall_s": dag_median,
+        "peak_rss_mb": max(peaks.values()),
+    }
     if seed != TARGET_SEED:
         print(f"[export] targets apply at the '{TARGET_SEED}' seed (fixed costs dominate smaller ones)")
-        return light
+        return light, figures
     ok = ratio <= EXPORT_TIME_FACTOR and ok_rss and light
     print(f"[export] -> {'OK' if ok else 'MISSED'}")
-    return ok
+    return ok, figures
 
 
 GATE_TASKS = ("validate_export",)  # the only task allowed to load Great Expectations
@@ -454,7 +461,7 @@ def _verdicts(ratio: float, peaks: dict[str, float], heavy: dict[str, list[str]]
     return light
 
 
-def scenario_sync(server, workdir: Path, runs: int, seed: str) -> bool:
+def scenario_sync(server, workdir: Path, runs: int, seed: str) -> tuple[bool, dict]:
     """The first load's read-back and no-op syncs (see ``bench.scale_sync``)."""
     from bench.scale_sync import scenario_sync as run
 
@@ -496,6 +503,12 @@ def main(argv: list[str]) -> int:
         "--workdir",
         help="work folder to keep and reuse (e.g. the sync's first load, with --db) instead of a temp one",
     )
+    parser.add_argument(
+        "--growth-from",
+        choices=["small", "medium"],
+        help="run the scenarios at this smaller seed first and print how requests, memory and wall "
+        "time grow to SEED compared with the pages read",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -504,27 +517,45 @@ def main(argv: list[str]) -> int:
         result = runner(*rest)
         print(json.dumps(result))
         return 0
+    from bench.scale_growth import print_growth
+
+    smaller = None
+    if args.growth_from:
+        with _workdir(None) as workdir:
+            smaller = _run_seed(args.growth_from, args, workdir, db=None, keep_port=False)
+    with _workdir(args.workdir) as workdir:
+        results = _run_seed(args.seed, args, workdir, db=args.db, keep_port=bool(args.workdir))
+    verdicts = {name: ok for name, (ok, _) in results.items()}
+    if smaller is not None:
+        grown = {name: figures for name, (_, figures) in results.items()}
+        verdicts["growth"] = print_growth(
+            args.growth_from, {name: figures for name, (_, figures) in smaller.items()}, args.seed, grown
+        )
+    print(f"\nbench_scale: {verdicts}")
+    return 0 if all(verdicts.values()) else 1
+
+
+def _run_seed(seed: str, args: argparse.Namespace, workdir: Path, *, db: str | None, keep_port: bool) -> dict:
+    """Every selected scenario at ``seed`` against one sandbox: name -> (goals met, figures)."""
     from absorb_sandbox.testing import SandboxServer
 
     results = {}
-    with _workdir(args.workdir) as workdir:
-        started = time.monotonic()
-        with SandboxServer(
-            db_path=args.db or workdir / f"{args.seed}.db",
-            seed=args.seed,
-            workers=args.workers,
-            port=_kept_port(workdir) if args.workdir else None,
-        ) as server:
-            if args.workdir:
-                (workdir / PORT_FILE).write_text(str(server.port or server.base_url.rsplit(":", 1)[1]))
-            print(
-                f"sandbox '{args.seed}' ({args.workers} worker(s)) ready in {time.monotonic() - started:.0f}s",
-                flush=True,
-            )
-            for name in args.only.split(","):
-                results[name] = SCENARIOS[name](server, workdir, args.runs, args.seed)
-    print(f"\nbench_scale: {results}")
-    return 0 if all(results.values()) else 1
+    started = time.monotonic()
+    with SandboxServer(
+        db_path=db or workdir / f"{seed}.db",
+        seed=seed,
+        workers=args.workers,
+        port=_kept_port(workdir) if keep_port else None,
+    ) as server:
+        if keep_port:
+            (workdir / PORT_FILE).write_text(str(server.port or server.base_url.rsplit(":", 1)[1]))
+        print(
+            f"sandbox '{seed}' ({args.workers} worker(s)) ready in {time.monotonic() - started:.0f}s",
+            flush=True,
+        )
+        for name in args.only.split(","):
+            results[name] = SCENARIOS[name](server, workdir, args.runs, seed)
+    return results
 
 
 if __name__ == "__main__":

@@ -216,7 +216,7 @@ def _first_load(env: dict, server, workdir: Path, feed: Path, seed: str) -> dict
     return {"run_key": first["run_key"], "ratio": ratio, "lines": lines}
 
 
-def scenario_sync(server, workdir: Path, runs: int, seed: str) -> bool:
+def scenario_sync(server, workdir: Path, runs: int, seed: str) -> tuple[bool, dict]:
     """The first load, its read-back against the bare minimum, then ``runs`` no-op syncs."""
     from absorb_sandbox.hr_feed import export_hr_feed
 
@@ -256,11 +256,19 @@ def scenario_sync(server, workdir: Path, runs: int, seed: str) -> bool:
         print("\n".join(_task_lines("no-op", noops)))
     peaks = _probe_tasks(env, workdir, feed)
     ok = _verdicts(walls, peaks, ratio, calls, minimum)
+    figures = {
+        "pages": minimum,
+        "requests": statistics.median(r["tasks"]["plan_enrollments"]["requests"] for r in noops)
+        if noops
+        else None,
+        "wall_s": statistics.median(walls) if walls else None,
+        "peak_rss_mb": max(peaks.values()),
+    }
     if seed != TARGET_SEED:
         print(f"[sync] targets apply at the '{TARGET_SEED}' seed")
-        return True
+        return True, figures
     print(f"[sync] -> {'OK' if ok else 'MISSED'}")
-    return ok
+    return ok, figures
 
 
 def _verdicts(

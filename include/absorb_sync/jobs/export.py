@@ -105,7 +105,7 @@ def extract_enrollments(
     CSV, and the ``course_id`` partitions, which the course-ordered stream gives in one pass);
     ``write_outputs`` only moves them into place once the gate has passed."""
     import pyarrow as pa
-    from absorb_provider.io import tables_by_course
+    from absorb_provider.io import tables_by_course, use_system_allocator
 
     from absorb_sync.export import (
         BATCH_ROWS,
@@ -120,6 +120,7 @@ def extract_enrollments(
     from absorb_sync.export_checks import GATE_COLUMNS, ExportChecks
     from absorb_sync.export_report import ComplianceAggregates
 
+    use_system_allocator()
     catalog = {c["id"]: c.get("name") for c in hook.list_courses()}
     unknown = sorted(set(course_ids or []) - set(catalog))
     if unknown:

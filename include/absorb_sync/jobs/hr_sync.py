@@ -314,10 +314,13 @@ def plan_changes(
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from absorb_provider.io import use_system_allocator
+
     from absorb_sync.journal import fold_into_state
     from absorb_sync.plan import build_plan
     from absorb_sync.rules import evaluate_rules, leavers, load_rules, resolve_courses
 
+    use_system_allocator()  # the rule courses' pages are read and freed as the plan is built
     ruleset = load_rules(rules_path)
     catalog = list(hook.list_courses())
     course_ids = resolve_courses(ruleset, catalog)
