@@ -39,20 +39,26 @@ FIRST_LOAD_RECORD = "sync_first_load.json"
 
 
 def child_sync(conf_json: str) -> dict:
-    """``dag.test`` of the sync with an RSS sampler and the sandbox's request count per task."""
+    """``dag.test`` of the sync with an RSS sampler and the sandbox's request count per task.
+
+    The count is read every 20 ms from the sandbox's shared state file (read-only SQLite), not
+    from ``GET /_sandbox/stats``: 50 stats requests a second would load the server being measured.
+    """
     import os
     import threading
 
     import psutil
-    import requests
 
     process = psutil.Process()
-    base_url = os.environ["BENCH_SANDBOX_URL"]
+    state = sqlite3.connect(
+        f"file:{os.environ['BENCH_SANDBOX_STATE']}?mode=ro", uri=True, check_same_thread=False
+    )
     samples: list[tuple[float, int, int]] = []
     stop = threading.Event()
 
     def requests_so_far() -> int:
-        return requests.get(f"{base_url}/_sandbox/stats", timeout=10).json()["total_requests"]
+        row = state.execute("SELECT n FROM stats WHERE kind = 'total' AND name = 'total_requests'").fetchone()
+        return row[0] if row else 0
 
     def sample() -> None:
         while not stop.is_set():
@@ -140,6 +146,8 @@ def _task_lines(label: str, runs: list[dict]) -> list[str]:
 
 
 def _sync_env(server, workdir: Path) -> dict:
+    from absorb_sandbox.shared import state_path
+
     from bench.bench_scale import _airflow_env
 
     env = _airflow_env(workdir, server)
@@ -147,6 +155,7 @@ def _sync_env(server, workdir: Path) -> dict:
         ABSORB_OUTPUT_ROOT=str(workdir / "sync-output"),
         ABSORB_STATE_ROOT=str(workdir / "sync-state"),
         BENCH_SANDBOX_URL=server.base_url,
+        BENCH_SANDBOX_STATE=state_path(server.db_path),
     )
     return env
 
