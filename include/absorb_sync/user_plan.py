@@ -145,9 +145,13 @@ def users_table(rows: list[tuple]) -> pd.DataFrame:
     return _typed_users(pd.DataFrame.from_records(rows, columns=USER_COLUMNS))
 
 
-def users_from_arrow(table: Any) -> pd.DataFrame:
+def users_from_arrow(pages: list[Any]) -> pd.DataFrame:
     """``users_frame`` from Arrow pages of ``USER_COLUMNS`` (the provider's ``user_tables``)."""
-    return _typed_users(table.select(USER_COLUMNS).to_pandas())
+    if not pages:
+        return users_table([])
+    import pyarrow as pa
+
+    return _typed_users(pa.concat_tables(pages).select(USER_COLUMNS).to_pandas())
 
 
 def _typed_users(frame: pd.DataFrame) -> pd.DataFrame:

@@ -245,20 +245,18 @@ def _department(row: Mapping[str, Any]) -> dict:
 def _read_users(hook: Any) -> tuple[pd.DataFrame, str | None]:
     """Every Absorb user (only the columns the plans use, read as Arrow pages), and the problem
     when the read came back short (the rows read are kept, never acted on alone)."""
-    import pyarrow as pa
     from absorb_provider.exceptions import AbsorbIncompleteReadError
 
     from absorb_sync.user_plan import USER_COLUMN_TYPES, users_from_arrow
 
-    pages: list[pa.Table] = []
+    pages: list[Any] = []
     problem = None
     try:
         for page in hook.user_tables(USER_COLUMN_TYPES):
             pages.append(page)
     except AbsorbIncompleteReadError as error:
         problem = f"/users: {error}"
-    schema = pa.schema([(n, pa.int64() if t == "int" else pa.string()) for n, t in USER_COLUMN_TYPES.items()])
-    return users_from_arrow(pa.concat_tables([schema.empty_table(), *pages])), problem
+    return users_from_arrow(pages), problem
 
 
 def _index_users(users: Iterable[Mapping[str, Any]]) -> tuple[dict[str, str], list[str]]:
