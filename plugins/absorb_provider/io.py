@@ -392,8 +392,9 @@ def use_system_allocator() -> None:
 
     pyarrow's default pool (mimalloc) keeps freed pages for reuse. A task that streams pages
     allocates and frees Arrow buffers per HTTP page, and mimalloc then holds them resident: at
-    the large seed the export's extract peaked at 434 MB with it and 360 MB with the system
-    allocator, and was no faster. The tasks that stream call this first.
+    the large seed the export's extract peaked at 434 MB with it and 377-380 MB after this call
+    (360 MB when the whole process starts on the system pool), and was no faster. The tasks that
+    stream call this first.
     """
     import pyarrow as pa
 
