@@ -333,17 +333,25 @@ class AbsorbClient:
         page_size: int = MAX_PAGE_SIZE,
         prefetch: bool = True,
         row_model: type | None = None,
+        concurrency: int = 1,
     ) -> Iterator[Any]:
         """Like ``paginate`` but yields one ``pyarrow.Table`` per page, parsed in C++ (no dicts).
 
         Columns follow ``row_schema``; fields Absorb adds are ignored, missing ones are null.
         Same page walk and the same short-read check as ``paginate``. With ``row_model``, a page
         with a null in a field the model says is never null (the ids: a missing or renamed
-        field reads as all nulls here) raises AbsorbSchemaError.
+        field reads as all nulls here) raises AbsorbSchemaError. ``concurrency`` > 1 requests up
+        to that many of the pages the first page's ``totalItems`` promises at once (still
+        yielded in order, within the rate limit): a long listing is not one round trip after
+        another.
         """
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}")
-        pages = self._table_pages(path, key, row_schema, dict(params or {}), page_size, row_model)
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        pages = self._table_pages(
+            path, key, row_schema, dict(params or {}), page_size, row_model, concurrency
+        )
         if prefetch:
             pages = read_ahead(pages)
         expected: int | None = None
@@ -357,14 +365,38 @@ class AbsorbClient:
             raise AbsorbIncompleteReadError("/" + path.lstrip("/"), expected, received)
 
     def _table_pages(
-        self, path: str, key: str, row_schema: Any, base: dict, page_size: int, row_model: type | None = None
+        self,
+        path: str,
+        key: str,
+        row_schema: Any,
+        base: dict,
+        page_size: int,
+        row_model: type | None = None,
+        concurrency: int = 1,
     ) -> Iterator[tuple[Any, int | None]]:
-        for page_index in range(MAX_PAGE_INDEX + 1):
+        def fetch(page_index: int) -> tuple[Any, int | None]:
             params = {**base, "_limit": page_size, "_offset": page_index}
             content = self.call("GET", path, params=params, raw=True).data
             table, total = _page_table(content, key, row_schema, path)
             if row_model is not None:
                 _check_page_shape(table, content, row_model, path)
+            return table, total
+
+        page_index = 0
+        table, total = fetch(page_index)
+        yield table, total
+        if table.num_rows < page_size:
+            return
+        page_index += 1
+        promised = min(-(-total // page_size), MAX_PAGE_INDEX + 1) if total else 0
+        if concurrency > 1 and promised > page_index:
+            for table, _ in _ordered(fetch, range(page_index, promised), concurrency):
+                yield table, total
+                page_index += 1
+                if table.num_rows < page_size:
+                    return
+        for index in range(page_index, MAX_PAGE_INDEX + 1):  # beyond what the total promised
+            table, total = fetch(index)
             yield table, total
             if table.num_rows < page_size:
                 return
@@ -392,6 +424,31 @@ class AbsorbClient:
 
 
 _END = object()
+
+
+def _ordered(fetch: Any, indexes: range, concurrency: int) -> Iterator[Any]:
+    """``fetch(i)`` for every index, up to ``concurrency`` at once in threads, yielded in index
+    order. A failure is raised at its turn; stopping early cancels what has not started and waits
+    for what has (no request outlives the read)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: deque = deque()
+    upcoming = iter(indexes)
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="absorb-page")
+    try:
+        for index in upcoming:
+            pending.append(pool.submit(fetch, index))
+            if len(pending) >= concurrency:
+                break
+        while pending:
+            result = pending.popleft().result()
+            for index in upcoming:
+                pending.append(pool.submit(fetch, index))
+                break
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def read_ahead(pages: Iterator[Any], depth: int = 1) -> Iterator[Any]:

@@ -111,6 +111,7 @@ def extract_enrollments(
         BATCH_ROWS,
         CsvWriter,
         GroupedPartitionWriter,
+        KeyIndex,
         export_batches,
         export_schema,
         normalise_table,
@@ -129,10 +130,17 @@ def extract_enrollments(
     odata = window_filter(window)
     departments = {d["id"]: d.get("name") for d in hook.list_departments()}
     people = last_feed_people(state, output_root)
-    attributes = user_attributes(user_table(hook), departments, people)
-    workers = max(1, min(concurrency or EXTRACT_CONCURRENCY, hook.settings.max_concurrency or 1))
+    budget = max(1, hook.settings.max_concurrency or 1)  # requests in flight at most
+    attributes = user_attributes(
+        user_table(hook, concurrency=min(budget, EXTRACT_CONCURRENCY)), departments, people
+    )
+    attribute_index = KeyIndex(attributes.column("id"))
+    workers = max(1, min(concurrency or EXTRACT_CONCURRENCY, budget))
+    per_course = max(1, budget // workers)  # a long course's pages are read several at a time too
     pages = tables_by_course(
-        lambda course_id: hook.course_enrollment_tables(course_id, filter=odata, prefetch=False),
+        lambda course_id: hook.course_enrollment_tables(
+            course_id, filter=odata, prefetch=False, concurrency=per_course
+        ),
         selected,
         concurrency=workers,
         depth=READ_AHEAD_PAGES,
@@ -151,7 +159,11 @@ def extract_enrollments(
     def flush(writer: Any) -> None:
         nonlocal parts
         table = normalise_table(
-            pa.concat_tables(pending), now=now, attributes=attributes, course_names=catalog
+            pa.concat_tables(pending),
+            now=now,
+            attributes=attributes,
+            course_names=catalog,
+            attribute_index=attribute_index,
         )
         pending.clear()
         writer.write_table(table)
@@ -211,13 +223,13 @@ def extract_enrollments(
 USER_COLUMNS = ("id", "externalId", "departmentId", "location", "jobTitle")
 
 
-def user_table(hook: Any) -> Any:
+def user_table(hook: Any, concurrency: int = 1) -> Any:
     """Every Absorb user's id, external id, department, location and job title, as Arrow pages
     parsed in C++ (100,000 users is a few MB, not 100,000 dicts)."""
     import pyarrow as pa
 
     columns = dict.fromkeys(USER_COLUMNS, "string")
-    pages = list(hook.user_tables(columns))
+    pages = list(hook.user_tables(columns, concurrency=concurrency))
     return pa.concat_tables(pages) if pages else pa.schema([(c, pa.string()) for c in columns]).empty_table()
 
 

@@ -288,9 +288,11 @@ class AbsorbHook(BaseHook):
         modified_since: DateLike | None = None,
         page_size: int = MAX_PAGE_SIZE,
         prefetch: bool = True,
+        concurrency: int = 1,
     ) -> Iterator[Any]:
         """#13 as ``pyarrow.Table`` pages (export fields, timestamps still text): for bulk exports,
-        where building a dict per row would cost more than the HTTP itself."""
+        where building a dict per row would cost more than the HTTP itself. ``concurrency``:
+        pages of the course requested at once (a 100,000-learner course is 100 pages)."""
         from absorb_provider.io import COURSE_ENROLLMENT_FIELDS, raw_arrow_schema
 
         path = f"courses/{guid(course_id, 'course_id')}/enrollments"
@@ -303,6 +305,7 @@ class AbsorbHook(BaseHook):
             page_size,
             prefetch,
             row_model=schemas.CourseEnrollment,
+            concurrency=concurrency,
         )
 
     # --- 14: bulk read --------------------------------------------------------------------------
@@ -455,9 +458,12 @@ class AbsorbHook(BaseHook):
             "users", "users", {"_filter": filter, "_sort": sort}, page_size, row_model=schemas.User
         )
 
-    def user_tables(self, columns: Mapping[str, str], filter: str | None = None) -> Iterator[Any]:
+    def user_tables(
+        self, columns: Mapping[str, str], filter: str | None = None, concurrency: int = 1
+    ) -> Iterator[Any]:
         """``GET /users`` as ``pyarrow.Table`` pages of ``columns`` (name -> ``string`` or ``int``),
-        parsed in C++ with one page read ahead: 100,000 users without a dict per user."""
+        parsed in C++ with one page read ahead (``concurrency``: pages requested at once):
+        100,000 users without a dict per user."""
         import pyarrow as pa
 
         types = {"string": pa.string(), "int": pa.int64()}
@@ -470,6 +476,7 @@ class AbsorbHook(BaseHook):
             MAX_PAGE_SIZE,
             prefetch=True,
             row_model=schemas.User,
+            concurrency=concurrency,
         )
 
     def get_user(self, user_id: str) -> dict:
