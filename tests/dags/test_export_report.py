@@ -300,3 +300,31 @@ def test_iso_text_with_a_zone_and_other_forms_give_the_same_instants():
     other = pa.array(["2024-07-12T05:02:20.1234567Z", "2024-07-12", "2024-07-12T05:02:20", "garbage"])
     assert _utc_timestamps(other).equals(parse_timestamps(other))
     assert _utc_timestamps(other).null_count == 1
+
+
+def test_key_index_finds_what_index_in_finds_even_when_every_hash_collides(monkeypatch):
+    """The user look-up of the export join: first row of a repeated id, null for absent or null
+    keys; a hash shared by different ids (forced here) falls back to comparing the strings."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from absorb_sync import export_checks
+    from absorb_sync.export import KeyIndex
+
+    values = pa.array(["u3", None, "u1", "u2", "u1", "u10"])
+    keys = pa.chunked_array([["u1", "u2", None], ["nobody", "u10", "u3", "u1"]])
+    expected = pc.index_in(keys.combine_chunks(), value_set=values, skip_nulls=True)
+    assert KeyIndex(values).positions(keys).equals(expected)
+    monkeypatch.setattr(export_checks, "string_hashes", lambda v: np.zeros(len(v), np.uint64))
+    assert KeyIndex(values).positions(keys).equals(expected)
+    assert KeyIndex(pa.array([], pa.string())).positions(keys).null_count == len(keys)
+
+
+def test_time_spent_takes_ticks_and_reads_text_only_where_ticks_are_missing():
+    import pyarrow as pa
+    from absorb_sync.export import _time_spent_seconds
+
+    ticks = pa.chunked_array([[10_000_000, None, 25_000_000], [None, None]], pa.int64())
+    text = pa.chunked_array([["99:00:00", "00:01:00", None], ["1.00:00:00", "garbage"]])
+    assert _time_spent_seconds(ticks, text).to_pylist() == [1.0, 60.0, 2.5, 86400.0, None]
+    assert _time_spent_seconds(pa.array([5], pa.int64()), pa.nulls(1, pa.string())).to_pylist() == [5e-07]

@@ -256,6 +256,9 @@ def test_string_hashes_tell_strings_apart_and_repeat_for_equal_ones():
     assert len(set(hashes.tolist())) == len(set(values))
     assert hashes[7] == hashes[8] and hashes[0] == hashes[9]
     assert (string_hashes(pa.array(values).slice(3, 4)) == hashes[3:7]).all()  # offsets honoured
+    ids = ["6f9619ff-8b86-d011-b42d-00c04fc964ff", "0e984725-c51c-4bf4-9960-e1c80e27aba0", "e3" * 18]
+    same_length = string_hashes(pa.array(ids).slice(1))  # the fixed-width path
+    assert (same_length == string_hashes(pa.array([*ids, "x"]))[1:3]).all()  # = the general one
 
 
 def test_counts_reused_at_a_later_time_only_when_nothing_completes_after_it():
