@@ -478,3 +478,85 @@ def tables_by_course(
             slots.release()
     finally:
         stop.set()
+
+
+class WriteBehind:
+    """Runs ``write(item)`` for every item ``put`` here, in order, in one background thread, at
+    most ``depth`` items behind the producer: a stream's encoding and writing (Parquet, CSV, all
+    C++ that lets go of the GIL) overlaps the producer's next batch instead of following it.
+
+    ``close()`` waits for the writes and raises the first error of one; ``put`` raises it too,
+    as soon as it is known, so the producer stops early. ``abort()`` (after an error of the
+    producer's own) drops what is queued and waits for the write under way, so no file is
+    written to after the caller moves on. Use as a context manager: a clean exit closes, an
+    exception aborts.
+    """
+
+    def __init__(self, write: Callable[[Any], None], depth: int = 2) -> None:
+        import queue
+        import threading
+
+        self._write = write
+        self._items: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="absorb-write-behind", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._items.get()
+            if item is _STOP or self._stop.is_set():
+                return
+            try:
+                self._write(item)
+            except BaseException as exc:  # handed to the producer
+                self._error = exc
+                self._stop.set()
+                return
+
+    def put(self, item: Any) -> None:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._items.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        self._raise()
+
+    def close(self) -> None:
+        """Waits for every write; raises the first error of one."""
+        self.put(_STOP)
+        self._thread.join()
+        self._raise()
+
+    def abort(self) -> None:
+        """Stops after the write under way; queued items are dropped."""
+        self._stop.set()
+        try:
+            while True:
+                self._items.get_nowait()
+        except Exception:  # queue.Empty
+            pass
+        self._items.put(_STOP)
+        self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._stop.is_set():
+            raise RuntimeError("write-behind stopped")
+
+    def __enter__(self) -> WriteBehind:
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
+_STOP = object()

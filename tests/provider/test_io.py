@@ -271,3 +271,52 @@ def test_concurrent_page_reads_stop_when_the_reader_stops(hook):
     next(pages)
     pages.close()
     assert hook.client.request_count - before <= 4 < total
+
+
+def test_write_behind_writes_in_order_and_hands_a_write_error_to_the_producer():
+    import threading
+
+    from absorb_provider.io import WriteBehind
+
+    written: list[int] = []
+    with WriteBehind(written.append) as behind:
+        for item in range(50):
+            behind.put(item)
+    assert written == list(range(50))
+
+    def fail_on_three(item: int) -> None:
+        if item == 3:
+            raise OSError("disk full")
+        written.append(item)
+
+    written.clear()
+    behind = WriteBehind(fail_on_three)
+    with pytest.raises(OSError, match="disk full"):  # raised by put or at the latest by close
+        for item in range(1000):
+            behind.put(item)
+        behind.close()
+    assert written == [0, 1, 2]  # nothing written after the failed write
+    assert not any(t.name == "absorb-write-behind" and t.is_alive() for t in threading.enumerate())
+
+
+def test_write_behind_abort_waits_for_the_write_under_way_and_drops_the_rest():
+    """After a producer's own error nothing is written any more, so the caller may delete the files."""
+    import threading
+
+    from absorb_provider.io import WriteBehind
+
+    started, release, written = threading.Event(), threading.Event(), []
+
+    def slow(item: int) -> None:
+        started.set()
+        release.wait(5)
+        written.append(item)
+
+    with pytest.raises(ValueError, match="feed broke"), WriteBehind(slow, depth=2) as behind:
+        behind.put(1)
+        behind.put(2)
+        behind.put(3)
+        started.wait(5)
+        threading.Timer(0.2, release.set).start()
+        raise ValueError("feed broke")
+    assert written == [1]  # the write under way finished; the queued ones were dropped

@@ -104,8 +104,7 @@ def extract_enrollments(
     The published files are written in the same pass into ``_staging/`` of the run folder (the
     CSV, and the ``course_id`` partitions, which the course-ordered stream gives in one pass);
     ``write_outputs`` only moves them into place once the gate has passed."""
-    import pyarrow as pa
-    from absorb_provider.io import tables_by_course, use_system_allocator
+    from absorb_provider.io import WriteBehind, tables_by_course, use_system_allocator
 
     from absorb_sync.export import (
         BATCH_ROWS,
@@ -150,22 +149,13 @@ def extract_enrollments(
     target = folder / "export.parquet"
     staging = folder / STAGING
     _remove(staging)
-    pending: list[Any] = []
     csv = CsvWriter(staging / "completions.csv")
     parts = (
         GroupedPartitionWriter(staging / "completions", "course_id") if partition_by == "course_id" else None
     )
 
-    def flush(writer: Any) -> None:
+    def write(writer: Any, table: Any) -> None:  # in the write-behind thread, batch after batch
         nonlocal parts
-        table = normalise_table(
-            pa.concat_tables(pending),
-            now=now,
-            attributes=attributes,
-            course_names=catalog,
-            attribute_index=attribute_index,
-        )
-        pending.clear()
         writer.write_table(table)
         aggregates.add(table)
         checks.add(table)
@@ -179,16 +169,18 @@ def extract_enrollments(
         with (
             target.open("wb") as handle,
             parquet_writer(handle, export_schema()) as writer,
+            WriteBehind(lambda table: write(writer, table)) as behind,
         ):
-            size = 0
-            for _course_id, page in pages:
-                pending.append(page)
-                size += page.num_rows
-                if size >= BATCH_ROWS:
-                    flush(writer)
-                    size = 0
-            if pending:
-                flush(writer)
+            for batch in _batches(pages, BATCH_ROWS):
+                behind.put(
+                    normalise_table(
+                        batch,
+                        now=now,
+                        attributes=attributes,
+                        course_names=catalog,
+                        attribute_index=attribute_index,
+                    )
+                )
         csv.close()
         staged_files = parts.close() if parts is not None else None
         checks.finish(lambda: export_batches(target, list(GATE_COLUMNS)))  # reads only on a repeated key hash
@@ -218,6 +210,23 @@ def extract_enrollments(
         "hr_feed_attributes": people is not None,
         "read_concurrency": workers,
     }
+
+
+def _batches(pages: Any, rows: int) -> Any:
+    """The pages of ``(course_id, page)`` joined into tables of at least ``rows`` rows (the last
+    may be smaller)."""
+    import pyarrow as pa
+
+    pending: list[Any] = []
+    size = 0
+    for _course_id, page in pages:
+        pending.append(page)
+        size += page.num_rows
+        if size >= rows:
+            yield pa.concat_tables(pending)
+            pending, size = [], 0
+    if pending:
+        yield pa.concat_tables(pending)
 
 
 USER_COLUMNS = ("id", "externalId", "departmentId", "location", "jobTitle")
