@@ -388,17 +388,35 @@ def stream_tables_to_file(
 
 
 def use_system_allocator() -> None:
-    """Take this process's later Arrow allocations from the system allocator.
+    """Take this process's later Arrow allocations from the system allocator, in at most two
+    malloc arenas.
 
     pyarrow's default pool (mimalloc) keeps freed pages for reuse. A task that streams pages
     allocates and frees Arrow buffers per HTTP page, and mimalloc then holds them resident: at
-    the large seed the export's extract peaked at 434 MB with it and 377-380 MB after this call
-    (360 MB when the whole process starts on the system pool), and was no faster. The tasks that
+    the large seed the export's extract peaked at 434 MB with it and 377-380 MB after this call,
+    and was no faster. glibc gives each new thread an arena of its own (up to 8 per core), whose
+    freed memory the other threads cannot reuse: with the extract's page readers and write-behind
+    thread that was 411-414 MB, and 379 MB with two arenas, at the same speed. The tasks that
     stream call this first.
     """
     import pyarrow as pa
 
     pa.set_memory_pool(pa.system_memory_pool())
+    _limit_malloc_arenas(2)
+
+
+def _limit_malloc_arenas(count: int) -> None:
+    """glibc's ``mallopt(M_ARENA_MAX, count)``; nothing where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_arena_max = -8
+    mallopt(m_arena_max, count)
 
 
 def tables_by_course(

@@ -169,7 +169,7 @@ def extract_enrollments(
         with (
             target.open("wb") as handle,
             parquet_writer(handle, export_schema()) as writer,
-            WriteBehind(lambda table: write(writer, table)) as behind,
+            WriteBehind(lambda table: write(writer, table), depth=1) as behind,
         ):
             for batch in _batches(pages, BATCH_ROWS):
                 behind.put(

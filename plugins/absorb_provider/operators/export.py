@@ -17,6 +17,8 @@ from absorb_provider.io import (
 )
 from absorb_provider.validation import combine_filters, edited_window_filter, guid
 
+PAGES_AT_ONCE = 4  # a course's pages requested at once (within the connection's max_concurrency)
+
 
 class AbsorbExportEnrollmentsOperator(BaseOperator):
     """Exports enrollments filtered by course list and ``dateEdited`` window to a file.
@@ -89,9 +91,10 @@ class AbsorbExportEnrollmentsOperator(BaseOperator):
         return [guid(course_id, f"course_ids[{n}]") for n, course_id in enumerate(ids)]
 
     def _course_pages(self, hook: Any, course_ids: list[str], odata: str | None) -> Iterator[Any]:
+        pages_at_once = max(1, min(PAGES_AT_ONCE, hook.settings.max_concurrency))
         for course_id in course_ids:
             yield from hook.course_enrollment_tables(
-                course_id, filter=odata, page_size=self.page_size, prefetch=False
+                course_id, filter=odata, page_size=self.page_size, prefetch=False, concurrency=pages_at_once
             )
 
     def _lesson_rows(self, hook: Any, odata: str | None) -> Iterator[dict]:
