@@ -6,8 +6,8 @@ demand, and updates the `absorb://completions` asset.
 
 1. **extract** — enrollments edited in the run's data interval (`dateEdited`; scheduled runs
    cover the previous UTC day, a manual run takes what changed since the last export), or all of them with `full_export`, for every course or
-   `course_ids`; paged reads as Arrow pages, several courses at once within the connection's rate
-   limit. Normalised batch by batch (status names, time spent in seconds, UTC dates, employee id,
+   `course_ids`; paged reads as Arrow pages, several courses (and pages of a long course) at once within
+   the connection's rate limit and `max_concurrency`. Normalised batch by batch (status names, time spent in seconds, UTC dates, employee id,
    department/job/location from the last accepted HR feed, else Absorb) into `export.parquet`;
    in the same pass the CSV and (for `course_id`) the partitioned Parquet go to `_staging/` in the
    run folder, unpublished.

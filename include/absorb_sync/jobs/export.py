@@ -14,8 +14,10 @@ partitions into ``_staging/`` as it goes; ``write_outputs`` (after the gate) mov
 and a failed gate deletes them.
 
 The data never sits in memory whole: the extract streams Arrow pages (several courses read at
-once, in course order) through the vectorised normaliser into ``export.parquet``, counting the
-report's aggregates and the gate's checks as it goes; the gate reads those counts and a sample,
+once, and a long course several pages at a time, within the connection's ``max_concurrency``;
+delivered in course order) through the vectorised normaliser; one write-behind thread writes
+``export.parquet``, the staged CSV and partitions and counts the report's aggregates and the
+gate's checks while the next batch is normalised; the gate reads those counts and a sample,
 the writers read batches, the report reads aggregates.
 Rows are grouped by course (course ids ascending), in Absorb's order within a course.
 """
