@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 ENV_CONN_ID = "absorb_portal_from_env"
 
@@ -73,13 +74,14 @@ def run(args: argparse.Namespace) -> int:
         catalogue_sample=args.catalogue_sample,
         fresh=args.fresh,
     )
+    stop = _stop_on_interrupt()
     try:
         hook = _hook(args)
         print(
             f"snapshot of {hook.settings.base_url} as {hook.settings.username} into {args.out}",
             file=sys.stderr,
         )
-        manifest = take_snapshot(hook, options, Progress())
+        manifest = take_snapshot(hook, options, Progress(stop=stop))
     except KeyboardInterrupt:
         print(f"\ninterrupted: run the same command again to resume ({args.out})", file=sys.stderr)
         return 130
@@ -98,6 +100,25 @@ def run(args: argparse.Namespace) -> int:
     summary["out"] = str(args.out)
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _stop_on_interrupt() -> Any:
+    """Ctrl-C raises KeyboardInterrupt as usual and also sets the returned event, which the
+    progress line checks on every page: a KeyboardInterrupt that lands inside a finaliser (where
+    Python only prints it) cannot let the snapshot run on to the end."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        return stop
+
+    def interrupt(signum: int, frame: Any) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    return stop
 
 
 def _hook(args: argparse.Namespace):

@@ -39,14 +39,17 @@ class Progress:
     """One status line on the terminal (rewritten in place on a TTY, a line every few seconds
     otherwise), so a long read shows it is alive without flooding a log."""
 
-    def __init__(self, stream: TextIO | None = None, interval: float = 1.0) -> None:
+    def __init__(self, stream: TextIO | None = None, interval: float = 1.0, stop: Any = None) -> None:
         self.stream = stream or sys.stderr
+        self.stop = stop  # a threading.Event set on Ctrl-C: every update re-raises it
         self.tty = self.stream.isatty()
         self.interval = interval if self.tty else max(interval, 5.0)
         self.started = time.monotonic()
         self._last = 0.0
 
     def update(self, text: str, *, force: bool = False) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise KeyboardInterrupt  # asked before, but lost (e.g. raised inside a finaliser)
         now = time.monotonic()
         if not force and now - self._last < self.interval:
             return
