@@ -432,20 +432,17 @@ def _ordered(fetch: Any, indexes: range, concurrency: int) -> Iterator[Any]:
     for what has (no request outlives the read)."""
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
+    from itertools import islice
 
-    pending: deque = deque()
     upcoming = iter(indexes)
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="absorb-page")
     try:
-        for index in upcoming:
-            pending.append(pool.submit(fetch, index))
-            if len(pending) >= concurrency:
-                break
+        pending = deque(pool.submit(fetch, index) for index in islice(upcoming, concurrency))
         while pending:
             result = pending.popleft().result()
-            for index in upcoming:
-                pending.append(pool.submit(fetch, index))
-                break
+            following = next(upcoming, None)
+            if following is not None:
+                pending.append(pool.submit(fetch, following))
             yield result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -552,11 +552,13 @@ class WriteBehind:
 
     def abort(self) -> None:
         """Stops after the write under way; queued items are dropped."""
+        import queue
+
         self._stop.set()
         try:
             while True:
                 self._items.get_nowait()
-        except Exception:  # queue.Empty
+        except queue.Empty:
             pass
         self._items.put(_STOP)
         self._thread.join()
